@@ -176,7 +176,7 @@ class Ledger:
         members = sorted(set(command.members()))
         for attempt in range(MAX_ATTEMPTS):
             loaded = await self.store.load(command.guild_id, [command.command_id], members)
-            if loaded.seen_result is not None:
+            if loaded.seen:
                 return await self._replay(command)
             decision = decide(command, loaded.config, loaded.states, originals)
             if not decision.events:

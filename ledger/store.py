@@ -51,8 +51,7 @@ class Loaded:
     config_version: int
     versions: dict[int, int]
     states: dict[int, MemberState]
-    seen_result: bytes | None = None
-    seen_ids: set[str] = field(default_factory=set)
+    seen: dict[str, bytes] = field(default_factory=dict)  # command id -> recorded result
 
 
 @dataclass
@@ -75,15 +74,11 @@ class AppendBatch:
 
 
 LOAD = """
-SELECT 0 AS kind, 0::bigint AS stream, 0::bigint AS version, result::text
+SELECT 0 AS kind, command_id, 0::bigint AS stream, 0::bigint AS version, result::text
   FROM commands WHERE guild_id = %(guild)s AND command_id = ANY(%(ids)s::text[])
 UNION ALL
-SELECT 1, stream, version, state::text
+SELECT 1, NULL, stream, version, state::text
   FROM streams WHERE guild_id = %(guild)s AND stream = ANY(%(streams)s::bigint[])
-"""
-
-LOAD_SEEN_IDS = """
-SELECT command_id FROM commands WHERE guild_id = %s AND command_id = ANY(%s::text[])
 """
 
 APPEND = """
@@ -193,9 +188,9 @@ class EventStore:
             )
             rows = await cur.fetchall()
         loaded = Loaded(config=DEFAULT_CONFIG, config_version=0, versions={}, states={})
-        for kind, stream, version, text in rows:
+        for kind, command_id, stream, version, text in rows:
             if kind == 0:
-                loaded.seen_result = text.encode()
+                loaded.seen[command_id] = text.encode()
             elif stream == CONFIG_STREAM:
                 loaded.config = _config_decoder.decode(text)
                 loaded.config_version = version
@@ -203,12 +198,6 @@ class EventStore:
                 loaded.versions[stream] = version
                 loaded.states[stream] = decode_state(text)
         return loaded
-
-    async def seen_command_ids(self, guild_id: int, command_ids: Sequence[str]) -> set[str]:
-        """Which of `command_ids` are already recorded."""
-        async with self._connection() as conn:
-            cur = await conn.execute(LOAD_SEEN_IDS, (guild_id, list(command_ids)))
-            return {row[0] for row in await cur.fetchall()}
 
     async def append(self, batch: AppendBatch) -> list[int]:
         """Append atomically; raise Conflict, DuplicateCommand or DatabaseUnavailable."""

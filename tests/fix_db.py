@@ -39,7 +39,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     print_blob=True,
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 TEMPLATE = "ledger_template"
 _counter = itertools.count()
@@ -72,7 +74,9 @@ def _admin_conn(url: str) -> psycopg.Connection:
 def template_db(server_url: str, aio: asyncio.Runner) -> str:
     """A database with every migration applied, cloned by each test."""
     with _admin_conn(server_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
 
     async def apply() -> None:
@@ -98,7 +102,9 @@ def db_url(server_url: str, template_db: str) -> Iterator[str]:
         )
     yield make_conninfo(server_url, dbname=name)
     with _admin_conn(server_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @dataclass
@@ -112,6 +118,7 @@ class LedgerEnv:
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """Run a coroutine on the session's loop."""
+
         async def wrap() -> T:
             return await awaitable
 

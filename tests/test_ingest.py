@@ -1,0 +1,88 @@
+"""The batched XP path keeps the single-command invariants: idempotency, cooldown, atomicity."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from ledger import commands as cmd
+from ledger.errors import InvalidInput
+from ledger.ingest import XpBatcher, XpIngestor
+from ledger.service import Outcome
+from tests.fix_db import LedgerEnv
+
+G = 7001
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def message(n: int, member: int, at: datetime, guild: int = G) -> cmd.GrantMessageXp:
+    return cmd.GrantMessageXp(
+        guild_id=guild,
+        command_id=f"msg-{n}",
+        member_id=member,
+        channel_id=5,
+        message_id=1000 + n,
+        at=at,
+        entropy=n,
+    )
+
+
+def test_batch_grants_once_per_cooldown_and_is_idempotent(env: LedgerEnv) -> None:
+    ingestor = XpIngestor(env.store)
+    # member 1 sends three messages within one minute and one after it; member 2 one message
+    batch = [
+        message(1, 1, T0),
+        message(2, 1, T0 + timedelta(seconds=10)),
+        message(3, 2, T0 + timedelta(seconds=11)),
+        message(4, 1, T0 + timedelta(seconds=59)),
+        message(5, 1, T0 + timedelta(seconds=61)),
+    ]
+    results = env.run(ingestor.ingest(batch))
+    assert all(isinstance(r, Outcome) for r in results)
+    granted = [r.command_id for r in results if isinstance(r, Outcome) and r.appended]
+    assert granted == ["msg-1", "msg-3", "msg-5"]
+    notes = {r.command_id: r.note for r in results if isinstance(r, Outcome)}
+    assert notes["msg-2"] == notes["msg-4"] == "cooldown"
+    events_before = env.sql("SELECT count(*) FROM events")[0][0]
+    # the same batch again appends nothing and answers from the records
+    again = env.run(ingestor.ingest(batch))
+    assert [r.replayed for r in again if isinstance(r, Outcome) and r.appended] == [True] * 3
+    assert env.sql("SELECT count(*) FROM events")[0][0] == events_before
+    xp_rows = env.sql(
+        "SELECT stream, sum((data->>'xp')::int) FROM events WHERE type = 'xp_granted' "
+        "GROUP BY stream ORDER BY stream"
+    )
+    state_xp = env.sql(
+        "SELECT stream, (state->>'xp')::int FROM streams WHERE stream > 0 ORDER BY 1"
+    )
+    assert xp_rows == state_xp
+
+
+def test_bad_grant_is_refused_alone(env: LedgerEnv) -> None:
+    ingestor = XpIngestor(env.store)
+    bad = cmd.GrantMessageXp(
+        guild_id=G, command_id="bad", member_id=-5, channel_id=5, message_id=1, at=T0
+    )
+    results = env.run(ingestor.ingest([message(1, 1, T0), bad]))
+    assert isinstance(results[0], Outcome) and results[0].appended
+    assert isinstance(results[1], InvalidInput)
+    assert env.sql("SELECT count(*) FROM events WHERE meta->>'command_id' = 'bad'")[0][0] == 0
+
+
+def test_batcher_coalesces_concurrent_submits(env: LedgerEnv) -> None:
+    async def scenario() -> list[object]:
+        batcher = XpBatcher(XpIngestor(env.store), max_batch=50, max_delay=0.05)
+        runner = asyncio.create_task(batcher.run())
+        try:
+            return await asyncio.gather(
+                *(batcher.submit(message(n, 100 + n, T0, guild=G + n % 2)) for n in range(40))
+            )
+        finally:
+            runner.cancel()
+
+    results = env.run(scenario())
+    assert all(isinstance(r, Outcome) and r.appended for r in results)
+    # 40 grants for 40 new members: far fewer transactions than grants
+    txs = env.sql("SELECT count(DISTINCT tx) FROM events")[0][0]
+    assert txs < 40
+    assert env.sql("SELECT count(*) FROM events WHERE type = 'xp_granted'")[0][0] == 40
