@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import sys
 import time
@@ -13,6 +14,7 @@ import psycopg
 from gateway.progress import Progress
 from gateway.simulation import SimulationConfig, simulate
 from ledger.database import Settings, resolve_database
+from ledger.ingest import CommandBatcher
 from ledger.migrations import migrate
 from ledger.runtime import open_services
 
@@ -61,8 +63,15 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
     )
     async with open_services(url) as services:
         print(f"simulating guild {guild_id}: {args.members} members, ~{args.events} events")
-        with Progress("traffic", "events") as progress:
-            report = await simulate(services.ledger, services.batcher, config, progress.update)
+        batchers = [CommandBatcher(services.ingestor) for _ in range(args.writers)]
+        runners = [asyncio.create_task(b.run()) for b in batchers]
+        try:
+            with Progress("traffic", "events") as progress:
+                report = await simulate(services.ledger, batchers, config, progress.update)
+        finally:
+            for runner in runners:
+                runner.cancel()
+            await asyncio.gather(*runners, return_exceptions=True)
         elapsed = time.monotonic() - started
         print(
             f"{report.commands} commands, {report.events} events appended in {elapsed:.1f}s; "

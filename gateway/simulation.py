@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ledger import commands as cmd
 from ledger.errors import LedgerError
-from ledger.ingest import XpBatcher, XpCommand
+from ledger.ingest import CommandBatcher
 from ledger.service import Ledger, Outcome
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -185,46 +185,42 @@ def generate(config: SimulationConfig) -> Iterator[cmd.AnyCommand]:
 
 async def simulate(
     ledger: Ledger,
-    batcher: XpBatcher,
+    batchers: Sequence[CommandBatcher],
     config: SimulationConfig,
     progress: Callable[[int, int], None] | None = None,
 ) -> SimulationReport:
-    """Run traffic until about `config.events` events were appended."""
+    """Run traffic until about `config.events` events were appended.
+
+    Commands are in flight concurrently, as gateway events are, and spread over `batchers`
+    (each its own transaction stream), so writers really contend on shared members.
+    """
     report = SimulationReport()
     for command in setup_commands(config):
         report.record(await ledger.execute(command))
-    commands = generate(config)
-    in_flight = asyncio.Semaphore(512)  # XP grants awaited concurrently, as gateway events are
-    lock = asyncio.Lock()
-    xp_tasks: set[asyncio.Task[None]] = set()
+    in_flight = asyncio.Semaphore(256 * len(batchers))
+    tasks: set[asyncio.Task[None]] = set()
 
-    async def grant(command: XpCommand) -> None:
+    async def submit(command: cmd.AnyCommand, batcher: CommandBatcher) -> None:
         try:
             report.record(await batcher.submit(command))
-        except LedgerError as exc:
+        except LedgerError as exc:  # a batch that kept conflicting, or the database away
             report.record(exc)
         finally:
             in_flight.release()
+        if progress:
+            progress(min(report.events, config.events), config.events)
 
-    async def writer() -> None:
-        while report.events < config.events:
-            async with lock:
-                command = next(commands)
-            if isinstance(command, XpCommand):
-                await in_flight.acquire()
-                task = asyncio.create_task(grant(command))
-                xp_tasks.add(task)
-                task.add_done_callback(xp_tasks.discard)
-                continue
-            try:
-                report.record(await ledger.execute(command))
-            except LedgerError as exc:
-                report.record(exc)
-            if progress:
-                progress(min(report.events, config.events), config.events)
-
-    await asyncio.gather(*(writer() for _ in range(config.writers)))
-    await asyncio.gather(*list(xp_tasks))
+    for command in generate(config):
+        if report.events >= config.events:
+            break
+        await in_flight.acquire()
+        # a member's commands go to one writer (as a deployment partitions its writers), so
+        # writers contend only on commands that touch two members: transfers, invites
+        writer = batchers[(command.members() or (0,))[0] % len(batchers)]
+        task = asyncio.create_task(submit(command, writer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*list(tasks))
     if progress:
         progress(config.events, config.events)
     return report

@@ -1,11 +1,14 @@
-"""Batched XP ingestion: many message/voice/reaction grants coalesced into one transaction.
+"""Batched ingestion: many commands coalesced into one transaction per guild.
 
 A busy guild sends thousands of messages a minute; one transaction per message would spend
 the database on commits. The ingestor decides a whole batch against one load of the members'
-state rows and appends it with one `ledger_append` call per guild. The invariants are the same
-as for single commands: each grant keeps its own command id (a seen id is skipped and answered
-from its record), cooldowns are decided in order within the batch, and a conflict with a
-concurrent writer retries the batch from fresh state.
+state rows and appends it with one `ledger_append` call per guild (application-level group
+commit). The invariants are the same as for single commands: each command keeps its own id (a
+seen id is skipped and answered from its record), decisions are made in order within the batch
+against the states the earlier ones produced (cooldowns, balances), a refused command is left
+out alone, and a conflict with a concurrent writer retries the batch from fresh state.
+
+Reverts are not batched: they read the log first (`Ledger.execute`).
 """
 
 from __future__ import annotations
@@ -18,39 +21,38 @@ from collections.abc import Sequence
 import msgspec
 
 from ledger import commands as cmd
-from ledger.errors import Conflict, LedgerError
+from ledger.errors import Conflict, InvalidInput, LedgerError
 from ledger.member import MemberState
 from ledger.rules import decide
 from ledger.service import (
     MAX_ATTEMPTS,
     Outcome,
     backoff,
-    check_command_id,
+    check_command,
     finish_streams,
     outcome_of,
     plan,
 )
 from ledger.store import CONFIG_STREAM, AppendBatch, DuplicateCommand, EventStore
 
-XpCommand = cmd.GrantMessageXp | cmd.VoiceTick | cmd.ReactionReceived
 Result = Outcome | LedgerError
 
 _outcome_decoder = msgspec.json.Decoder(Outcome)
 
 
-class XpIngestor:
-    """Appends batches of XP commands, one transaction per guild."""
+class BatchIngestor:
+    """Appends batches of commands, one transaction per guild."""
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
 
-    async def ingest(self, commands: Sequence[XpCommand]) -> list[Result]:
+    async def ingest(self, commands: Sequence[cmd.AnyCommand]) -> list[Result]:
         """Decide and append `commands`; one result per command, in order.
 
         A refused command gets its `LedgerError` as its result and appends nothing; the
         others still land.
         """
-        by_guild: dict[int, list[XpCommand]] = defaultdict(list)
+        by_guild: dict[int, list[cmd.AnyCommand]] = defaultdict(list)
         for command in commands:
             by_guild[command.guild_id].append(command)
         results: dict[tuple[int, str], Result] = {}
@@ -59,13 +61,15 @@ class XpIngestor:
         return [results[(c.guild_id, c.command_id)] for c in commands]
 
     async def _ingest_guild(
-        self, guild_id: int, commands: list[XpCommand]
+        self, guild_id: int, commands: list[cmd.AnyCommand]
     ) -> dict[tuple[int, str], Result]:
-        unique: dict[str, XpCommand] = {}
+        unique: dict[str, cmd.AnyCommand] = {}
         results: dict[tuple[int, str], Result] = {}
         for command in commands:
             try:
-                check_command_id(command.command_id)
+                check_command(command)
+                if isinstance(command, cmd.Revert):
+                    raise InvalidInput("Reverts are executed one at a time, not batched.")
             except LedgerError as exc:
                 results[(guild_id, command.command_id)] = exc
                 continue
@@ -112,24 +116,33 @@ class XpIngestor:
                 )
                 offset += count
             return results
-        raise Conflict("XP ingestion kept conflicting with other writers; the batch was not saved.")
+        raise Conflict("This is very busy right now; please try again in a moment.")
 
 
-class XpBatcher:
-    """Collects XP commands for up to `max_delay` seconds (or `max_batch` commands) per flush.
+class CommandBatcher:
+    """Coalesces concurrently submitted commands into batches (group commit).
 
-    Listeners `await submit(command)`; `run()` is the background task that flushes. Callers
-    see the same `Result` the ingestor returns, so a listener can still announce level-ups.
+    Callers `await submit(command)`; `run()` is the background task that flushes. With
+    `max_delay` 0 a flush takes whatever is queued the moment the previous flush returns, so an
+    idle system answers at once and a busy one batches more; a positive `max_delay` waits that
+    long for more commands (useful for XP, where a few milliseconds do not matter).
     """
 
-    def __init__(self, ingestor: XpIngestor, max_batch: int = 500, max_delay: float = 0.02):
+    def __init__(self, ingestor: BatchIngestor, max_batch: int = 500, max_delay: float = 0.0):
         self.ingestor = ingestor
         self.max_batch = max_batch
         self.max_delay = max_delay
-        self._queue: asyncio.Queue[tuple[XpCommand, asyncio.Future[Result]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[cmd.AnyCommand, asyncio.Future[Result]]] = asyncio.Queue()
 
-    async def submit(self, command: XpCommand) -> Result:
-        """Queue a command and wait for the batch that carries it to be appended."""
+    async def execute(self, command: cmd.AnyCommand) -> Outcome:
+        """Like `Ledger.execute`: the outcome, or the command's `LedgerError` raised."""
+        result = await self.submit(command)
+        if isinstance(result, LedgerError):
+            raise result
+        return result
+
+    async def submit(self, command: cmd.AnyCommand) -> Result:
+        """Queue a command and wait for the batch that carries it; refusals are returned."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         await self._queue.put((command, future))
         return await future
@@ -142,6 +155,8 @@ class XpBatcher:
                 pending = [first]
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + self.max_delay
+                while len(pending) < self.max_batch and not self._queue.empty():
+                    pending.append(self._queue.get_nowait())
                 while len(pending) < self.max_batch:
                     timeout = deadline - loop.time()
                     if timeout <= 0:
@@ -160,7 +175,7 @@ class XpBatcher:
                     await self._flush(drained)
             raise
 
-    async def _flush(self, pending: list[tuple[XpCommand, asyncio.Future[Result]]]) -> None:
+    async def _flush(self, pending: list[tuple[cmd.AnyCommand, asyncio.Future[Result]]]) -> None:
         try:
             results = await self.ingestor.ingest([command for command, _ in pending])
         except Exception as exc:  # every waiter must hear about a failed flush

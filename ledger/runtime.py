@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 
 from ledger.database import make_pool
-from ledger.ingest import XpBatcher, XpIngestor
+from ledger.ingest import BatchIngestor, CommandBatcher
 from ledger.migrations import migrate
 from ledger.service import Ledger
 from ledger.store import EventStore
@@ -23,8 +23,8 @@ class Services:
     pool: AsyncConnectionPool
     store: EventStore
     ledger: Ledger
-    ingestor: XpIngestor
-    batcher: XpBatcher
+    ingestor: BatchIngestor
+    batcher: CommandBatcher
 
 
 @contextlib.asynccontextmanager
@@ -37,8 +37,8 @@ async def open_services(url: str, max_connections: int = 20) -> AsyncIterator[Se
         async with pool.connection() as conn:
             await migrate(conn)
         store = EventStore(pool)
-        ingestor = XpIngestor(store)
-        services = Services(pool, store, Ledger(store), ingestor, XpBatcher(ingestor))
+        ingestor = BatchIngestor(store)
+        services = Services(pool, store, Ledger(store), ingestor, CommandBatcher(ingestor))
         tasks = [
             asyncio.create_task(store.run_notifier(), name="ledger-notifier"),
             asyncio.create_task(services.batcher.run(), name="ledger-xp-batcher"),

@@ -69,6 +69,14 @@ def check_command_id(command_id: object) -> str:
     return command_id
 
 
+def check_command(command: cmd.Command) -> None:
+    """Checks every command passes before it is decided: guild, id, aware time."""
+    check_id(command.guild_id, "Guild")
+    check_command_id(command.command_id)
+    if command.at.tzinfo is None or command.at.utcoffset() is None:
+        raise InvalidInput("Command times must be timezone-aware (UTC).")
+
+
 def outcome_of(command_id: str, decision: Decision) -> Outcome:
     """The result recorded for a command, from its decision and the states after it."""
     states = decision.states
@@ -161,10 +169,7 @@ class Ledger:
         Raises a `LedgerError` when the command is refused (nothing appended then), `Conflict`
         when contention outlasts the retries, `DatabaseUnavailable` when PostgreSQL is away.
         """
-        check_id(command.guild_id, "Guild")
-        check_command_id(command.command_id)
-        if command.at.tzinfo is None or command.at.utcoffset() is None:
-            raise InvalidInput("Command times must be timezone-aware (UTC).")
+        check_command(command)
         originals: list[ev.Recorded] = []
         if isinstance(command, cmd.Revert):
             positions = list(command.positions)

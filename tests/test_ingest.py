@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from ledger import commands as cmd
 from ledger.errors import InvalidInput
-from ledger.ingest import XpBatcher, XpIngestor
+from ledger.ingest import BatchIngestor, CommandBatcher
 from ledger.service import Outcome
 from tests.fix_db import LedgerEnv
 
@@ -28,7 +28,7 @@ def message(n: int, member: int, at: datetime, guild: int = G) -> cmd.GrantMessa
 
 
 def test_batch_grants_once_per_cooldown_and_is_idempotent(env: LedgerEnv) -> None:
-    ingestor = XpIngestor(env.store)
+    ingestor = BatchIngestor(env.store)
     # member 1 sends three messages within one minute and one after it; member 2 one message
     batch = [
         message(1, 1, T0),
@@ -59,7 +59,7 @@ def test_batch_grants_once_per_cooldown_and_is_idempotent(env: LedgerEnv) -> Non
 
 
 def test_bad_grant_is_refused_alone(env: LedgerEnv) -> None:
-    ingestor = XpIngestor(env.store)
+    ingestor = BatchIngestor(env.store)
     bad = cmd.GrantMessageXp(
         guild_id=G, command_id="bad", member_id=-5, channel_id=5, message_id=1, at=T0
     )
@@ -71,7 +71,7 @@ def test_bad_grant_is_refused_alone(env: LedgerEnv) -> None:
 
 def test_batcher_coalesces_concurrent_submits(env: LedgerEnv) -> None:
     async def scenario() -> list[object]:
-        batcher = XpBatcher(XpIngestor(env.store), max_batch=50, max_delay=0.05)
+        batcher = CommandBatcher(BatchIngestor(env.store), max_batch=50, max_delay=0.05)
         runner = asyncio.create_task(batcher.run())
         try:
             return await asyncio.gather(
