@@ -7,7 +7,8 @@ import asyncio
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import psycopg
 
@@ -18,7 +19,7 @@ from ledger.ingest import CommandBatcher
 from ledger.migrations import migrate
 from ledger.runtime import open_services
 
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 EXTRA_COMMANDS = {
     "demo": "simulate a busy guild on the embedded database, project it, verify it",

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 from ledger import commands as cmd
 from ledger.errors import LedgerError
@@ -40,6 +41,13 @@ ACTIONS = (
     ("pardon", 0.2),
     ("admin", 0.3),
 )
+
+
+class _Fields(TypedDict):
+    guild_id: int
+    command_id: str
+    at: datetime
+    source: str
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ def generate(config: SimulationConfig) -> Iterator[cmd.AnyCommand]:
         roles = frozenset({BOOSTER_ROLE}) if member in boosters else frozenset()
         action = rng.choices(actions, action_weights)[0]
         cid = f"demo-{seed}-{n}"
-        base = {"guild_id": guild, "command_id": cid, "at": at, "source": "demo"}
+        base = _Fields(guild_id=guild, command_id=cid, at=at, source="demo")
         if action == "message":
             speaker = member
             message_id = 10**15 + n
@@ -195,8 +203,8 @@ async def simulate(
     (each its own transaction stream), so writers really contend on shared members.
     """
     report = SimulationReport()
-    for command in setup_commands(config):
-        report.record(await ledger.execute(command))
+    for setting in setup_commands(config):
+        report.record(await ledger.execute(setting))
     in_flight = asyncio.Semaphore(256 * len(batchers))
     tasks: set[asyncio.Task[None]] = set()
 
