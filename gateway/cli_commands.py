@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from gateway.bench.runner import render_markdown, render_text, run_bench
 from gateway.progress import Progress
 from gateway.simulation import SimulationConfig, simulate
-from ledger.database import Settings, resolve_database
+from ledger.database import EmbeddedPostgres, Settings, resolve_database
 from ledger.ingest import CommandBatcher
 from ledger.migrations import migrate
 from ledger.runtime import open_services
@@ -23,6 +27,7 @@ Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 EXTRA_COMMANDS = {
     "demo": "simulate a busy guild on the embedded database, project it, verify it",
+    "bench": "benchmarks beside raw PostgreSQL and the eventsourcing peer, in one run",
 }
 
 
@@ -36,6 +41,14 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--guild", type=int, default=0, help="guild id (default: a new one each run)"
         )
+
+    if name == "bench":
+        parser.add_argument(
+            "--quick", action="store_true", help="a small, fast run (the test suite's smoke test)"
+        )
+        parser.add_argument("--only", help="comma-separated workloads, e.g. P1,P3")
+        parser.add_argument("--json", action="store_true", help="print the report as JSON")
+        parser.add_argument("--markdown", metavar="FILE", help="also write a Markdown table")
 
 
 async def migrate_database(settings: Settings) -> list[str]:
@@ -81,4 +94,31 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-HANDLERS: dict[str, Handler] = {"demo": demo}
+async def bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the benchmarks on a private embedded server (or DATABASE_URL)."""
+    only = {w.strip().upper() for w in args.only.split(",")} if args.only else None
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as scratch:
+        data_dir = None if settings.database_url else Path(scratch)
+        if settings.database_url:
+            url = settings.database_url
+        else:
+            print("starting a private PostgreSQL for the benchmark ...", file=sys.stderr)
+            url = EmbeddedPostgres(Path(scratch)).start()
+
+        def say(text: str) -> None:
+            print(text, file=sys.stderr)
+
+        report = await run_bench(url, data_dir, quick=args.quick, only=only, say=say)
+        if not settings.database_url:
+            EmbeddedPostgres(Path(scratch)).stop()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        print(render_text(report))
+    if args.markdown:
+        command = "uv run --group bench ledger bench" + (" --quick" if args.quick else "")
+        await asyncio.to_thread(Path(args.markdown).write_text, render_markdown(report, command))
+    return 0
+
+
+HANDLERS: dict[str, Handler] = {"demo": demo, "bench": bench}

@@ -137,28 +137,42 @@ def generate(config: SimulationConfig) -> Iterator[cmd.AnyCommand]:
             message_ids.append(message_id)
             channel = NO_XP_CHANNEL if rng.random() < 0.05 else rng.choice(CHANNELS)
             yield cmd.GrantMessageXp(
-                **base, member_id=member, channel_id=channel, message_id=message_id,
-                role_ids=roles, entropy=rng.getrandbits(32),
-            )  # fmt: skip
+                **base,
+                member_id=member,
+                channel_id=channel,
+                message_id=message_id,
+                role_ids=roles,
+                entropy=rng.getrandbits(32),
+            )
         elif action == "voice":
             yield cmd.VoiceTick(
-                **base, member_id=member, channel_id=rng.choice(CHANNELS),
-                unmuted_humans=rng.randint(1, 6), role_ids=roles,
-            )  # fmt: skip
+                **base,
+                member_id=member,
+                channel_id=rng.choice(CHANNELS),
+                unmuted_humans=rng.randint(1, 6),
+                role_ids=roles,
+            )
         elif action == "reaction" and message_ids:
             message_id = rng.choice(message_ids[-200:])
             author = members[(message_id * 7919) % len(members)]
             yield cmd.ReactionReceived(
-                **base, author_id=author, reactor_id=member, message_id=message_id,
+                **base,
+                author_id=author,
+                reactor_id=member,
+                message_id=message_id,
                 channel_id=rng.choice(CHANNELS),
-            )  # fmt: skip
+            )
         elif action == "game":
             bet = rng.choice((0, 0, 5, 10, 20))
             won = rng.random() < 0.48
             yield cmd.RecordGame(
-                **base, member_id=member, game=rng.choice(("coinflip", "dice", "trivia")),
-                won=won, bet=bet, payout=2 * bet if won else 0,
-            )  # fmt: skip
+                **base,
+                member_id=member,
+                game=rng.choice(("coinflip", "dice", "trivia")),
+                won=won,
+                bet=bet,
+                payout=2 * bet if won else 0,
+            )
         elif action == "transfer":
             other = rng.choice(members)
             yield cmd.Transfer(**base, from_id=member, to_id=other, amount=rng.randint(1, 40))
@@ -181,14 +195,20 @@ def generate(config: SimulationConfig) -> Iterator[cmd.AnyCommand]:
         elif action == "pardon" and warnings:
             warned, warning_id = warnings.pop(rng.randrange(len(warnings)))
             yield cmd.PardonWarning(
-                **base, member_id=warned, actor=moderator, warning_id=warning_id,
+                **base,
+                member_id=warned,
+                actor=moderator,
+                warning_id=warning_id,
                 reason="Simulated: appeal accepted",
-            )  # fmt: skip
+            )
         elif action == "admin":
             yield cmd.AdminGrant(
-                **base, member_id=member, actor=moderator, lc=rng.randint(10, 200),
+                **base,
+                member_id=member,
+                actor=moderator,
+                lc=rng.randint(10, 200),
                 reason="Simulated: event prize",
-            )  # fmt: skip
+            )
 
 
 async def simulate(

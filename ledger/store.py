@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -168,6 +169,8 @@ class EventStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
         self._dirty = asyncio.Event()
+        # SQLSTATEs seen (conflicts, deadlocks, timeouts): benchmarks and /metrics read them.
+        self.errors: Counter[str] = Counter()
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -175,6 +178,7 @@ class EventStore:
             async with self.pool.connection() as conn:
                 yield conn
         except (psycopg.Error, PoolTimeout) as exc:
+            self.errors[getattr(exc, "sqlstate", None) or type(exc).__name__] += 1
             raise translate(exc) from exc
 
     async def load(
