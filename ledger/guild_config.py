@@ -59,14 +59,28 @@ _FIELDS = {f.name: f.type for f in msgspec.structs.fields(GuildConfig)}
 _NON_NEGATIVE_INT_LIMIT = 10**15
 
 
+def _describe(kind: Any) -> str:
+    """A setting's type in words, for error messages."""
+    if kind is int:
+        return "a whole number"
+    if kind is str:
+        return "text"
+    origin = getattr(kind, "__origin__", None)
+    if origin is dict:
+        return "a mapping of ids to whole numbers"
+    if origin in (frozenset, tuple, list):
+        return "a list of ids or whole numbers"
+    return "a different kind of value"
+
+
 def validate_setting(config: GuildConfig, key: str, value: Any) -> Any:
     """Return `value` converted to the setting's type, or raise InvalidInput."""
     if key not in _FIELDS:
         raise InvalidInput(f"Unknown setting `{key}`.")
     try:
         converted = msgspec.convert(value, _FIELDS[key], strict=False)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"Setting `{key}` needs a {_FIELDS[key]}: {exc}.") from None
+    except msgspec.ValidationError:
+        raise InvalidInput(f"Setting `{key}` needs {_describe(_FIELDS[key])}.") from None
     values = list(converted) if isinstance(converted, tuple | frozenset) else [converted]
     if isinstance(converted, dict):
         values = [*converted.keys(), *converted.values()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from ledger import commands as cmd
 from ledger import events as ev
@@ -18,7 +18,8 @@ def join(draft: Draft, c: cmd.Join) -> Decision:
 
 
 def _seconds_to_next_day(at: datetime) -> int:
-    tomorrow = datetime.combine(at.date() + timedelta(days=1), time(), tzinfo=at.tzinfo)
+    at = at.astimezone(UTC)
+    tomorrow = datetime.combine(at.date() + timedelta(days=1), time(), tzinfo=UTC)
     return max(1, int((tomorrow - at).total_seconds()))
 
 
@@ -28,7 +29,7 @@ def daily(draft: Draft, c: cmd.ClaimDaily) -> Decision:
     check_id(c.member_id, "Member")
     draft.ensure_joined(c.member_id, c.at)
     state = draft.state(c.member_id)
-    day = c.at.date().toordinal()
+    day = c.at.astimezone(UTC).date().toordinal()  # the UTC day, whatever the offset of `at`
     if state.daily_day == day:
         wait = _seconds_to_next_day(c.at)
         raise CooldownActive(

@@ -7,6 +7,7 @@ import re
 from ledger import commands as cmd
 from ledger import events as ev
 from ledger.errors import InsufficientFunds, InvalidInput
+from ledger.member import REACTION_WINDOW
 from ledger.rules.draft import Decision, Draft, check_id, check_text, multiplier_pct
 
 _GAME_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
@@ -99,8 +100,12 @@ def reaction(draft: Draft, c: cmd.ReactionReceived) -> Decision:
         return draft.decision(note="self_reaction")
     if c.channel_id in config.no_xp_channels:
         return draft.decision(note="no_xp_channel")
-    if draft.state(c.author_id).reactions.get(c.message_id, 0) >= config.reaction_cap_per_message:
+    seen = draft.state(c.author_id).reactions
+    if seen.get(c.message_id, 0) >= config.reaction_cap_per_message:
         return draft.decision(note="reaction_cap")
+    if c.message_id not in seen and len(seen) >= REACTION_WINDOW and c.message_id < min(seen):
+        # older than every message the cap still remembers: its count is unknown, so no XP
+        return draft.decision(note="reaction_too_old")
     draft.ensure_joined(c.author_id, c.at)
     draft.add(
         ev.XpGranted(
