@@ -128,10 +128,20 @@ class CommandBatcher:
     long for more commands (useful for XP, where a few milliseconds do not matter).
     """
 
-    def __init__(self, ingestor: BatchIngestor, max_batch: int = 500, max_delay: float = 0.0):
+    def __init__(
+        self,
+        ingestor: BatchIngestor,
+        max_batch: int = 500,
+        max_delay: float = 0.0,
+        concurrency: int = 1,
+    ) -> None:
         self.ingestor = ingestor
         self.max_batch = max_batch
         self.max_delay = max_delay
+        # Batches in flight at once: more overlaps deciding with committing; batches touching
+        # the same member then conflict and retry, so hot-member traffic wants 1.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._flushes: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[tuple[cmd.AnyCommand, asyncio.Future[Result]]] = asyncio.Queue()
 
     async def execute(self, command: cmd.AnyCommand) -> Outcome:
@@ -151,6 +161,7 @@ class CommandBatcher:
         """Flush batches until cancelled; a cancelled batcher first drains what is queued."""
         try:
             while True:
+                await self._slots.acquire()
                 first = await self._queue.get()
                 pending = [first]
                 loop = asyncio.get_running_loop()
@@ -165,8 +176,11 @@ class CommandBatcher:
                         pending.append(await asyncio.wait_for(self._queue.get(), timeout))
                     except TimeoutError:
                         break
-                await self._flush(pending)
+                flush = asyncio.create_task(self._flush(pending))
+                self._flushes.add(flush)
+                flush.add_done_callback(self._flushes.discard)
         except asyncio.CancelledError:
+            await asyncio.gather(*list(self._flushes), return_exceptions=True)
             drained = []
             while not self._queue.empty():
                 drained.append(self._queue.get_nowait())
@@ -183,6 +197,8 @@ class CommandBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
+        finally:
+            self._slots.release()
         for (_, future), result in zip(pending, results, strict=True):
             if not future.done():
                 future.set_result(result)
