@@ -41,19 +41,19 @@ async def check_guild(pool: AsyncConnectionPool, guild_id: int) -> ConsistencyRe
     folded: dict[int, MemberState] = defaultdict(lambda: NEW_MEMBER)
     transfer_sum = 0
     async with pool.connection() as conn, conn.transaction():
-        cur = conn.cursor(name="consistency")
-        await cur.execute(GUILD_EVENTS, (guild_id,))
-        async for stream, type_name, schema, data in cur:
-            event = ev.decode(data, type_name, schema)
-            report.events += 1
-            if stream == 0:
-                continue
-            folded[stream] = evolve(folded[stream], event)
-            delta = lc_delta(event)
-            if isinstance(event, ev.TransferSent | ev.TransferReceived):
-                transfer_sum += delta
-            else:
-                report.minted_minus_burned += delta
+        async with conn.cursor(name="consistency") as cur:
+            await cur.execute(GUILD_EVENTS, (guild_id,))
+            async for stream, type_name, schema, data in cur:
+                event = ev.decode(data, type_name, schema)
+                report.events += 1
+                if stream == 0:
+                    continue
+                folded[stream] = evolve(folded[stream], event)
+                delta = lc_delta(event)
+                if isinstance(event, ev.TransferSent | ev.TransferReceived):
+                    transfer_sum += delta
+                else:
+                    report.minted_minus_burned += delta
         states_cur = await conn.execute(GUILD_STATES, (guild_id,))
         stored = {stream: decode_state(text) for stream, text in await states_cur.fetchall()}
     report.members = len(stored)

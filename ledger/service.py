@@ -19,6 +19,7 @@ from ledger.errors import Conflict, DatabaseUnavailable, InvalidInput
 from ledger.guild_config import GuildConfig, evolve_config
 from ledger.member import MemberState
 from ledger.rules import Decision, decide
+from ledger.rules.admin import MAX_REVERT
 from ledger.rules.draft import check_id
 from ledger.store import CONFIG_STREAM, AppendBatch, DuplicateCommand, EventStore, encode_json
 
@@ -170,14 +171,7 @@ class Ledger:
         when contention outlasts the retries, `DatabaseUnavailable` when PostgreSQL is away.
         """
         check_command(command)
-        originals: list[ev.Recorded] = []
-        if isinstance(command, cmd.Revert):
-            positions = list(command.positions)
-            if not all(isinstance(p, int) and p > 0 for p in positions):
-                raise InvalidInput("Positions are positive whole numbers.")
-            originals = await self.store.events_at(command.guild_id, positions[:100_000])
-            touched = tuple(sorted({r.stream for r in originals}))
-            command = msgspec.structs.replace(command, touched=touched)
+        command, originals = await self._with_originals(command)
         members = sorted(set(command.members()))
         for attempt in range(MAX_ATTEMPTS):
             loaded = await self.store.load(command.guild_id, [command.command_id], members)
@@ -204,6 +198,34 @@ class Ledger:
                 return await self._resolve_unknown(command)
             return msgspec.structs.replace(outcome, positions=positions)
         raise Conflict("This is very busy right now; please try again in a moment.")
+
+    async def preview(self, command: cmd.AnyCommand) -> Outcome:
+        """What `command` would do now, without appending anything (reverts are previewed
+        before they are confirmed). Raises the `LedgerError` it would raise."""
+        check_command(command)
+        command, originals = await self._with_originals(command)
+        members = sorted(set(command.members()))
+        loaded = await self.store.load(command.guild_id, [command.command_id], members)
+        if loaded.seen:
+            return await self._replay(command)
+        return outcome_of(
+            command.command_id, decide(command, loaded.config, loaded.states, originals)
+        )
+
+    async def _with_originals(
+        self, command: cmd.AnyCommand
+    ) -> tuple[cmd.AnyCommand, list[ev.Recorded]]:
+        """For a revert: the events it names (plus transfer counterparts), and its members."""
+        if not isinstance(command, cmd.Revert):
+            return command, []
+        positions = list(command.positions)
+        if not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in positions):
+            raise InvalidInput("Positions are positive whole numbers.")
+        if len(positions) > MAX_REVERT:
+            raise InvalidInput(f"Revert at most {MAX_REVERT} events at once.")
+        originals = await self.store.events_at(command.guild_id, positions)
+        touched = tuple(sorted({r.stream for r in originals}))
+        return msgspec.structs.replace(command, touched=touched), originals
 
     async def _replay(self, command: cmd.Command) -> Outcome:
         found = await self.store.command_result(command.guild_id, command.command_id)
