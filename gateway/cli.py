@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from gateway import cli_commands
+from gateway import cli_audit, cli_commands
 from ledger.database import EmbeddedPostgres, Settings
 from ledger.errors import DatabaseUnavailable, LedgerError
 
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in cli_commands.EXTRA_COMMANDS.items():
         cli_commands.add_arguments(name, sub.add_parser(name, help=help_text))
+    for name, help_text in cli_audit.EXTRA.items():
+        cli_audit.add_arguments(name, sub.add_parser(name, help=help_text))
     return parser
 
 
@@ -95,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = Settings.from_env()
-    handlers: dict[str, Handler] = {"migrate": _migrate, **cli_commands.HANDLERS}
+    handlers: dict[str, Handler] = {
+        "migrate": _migrate,
+        **cli_commands.HANDLERS,
+        **cli_audit.HANDLERS,
+    }
     try:
         if args.command == "db":
             return _db(args, settings)

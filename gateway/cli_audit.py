@@ -1,0 +1,224 @@
+"""Auditors' subcommands: `audit` (a member's statement), `replay` (a guild as of a moment),
+`revert` (compensating events, previewed first)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from ledger import commands as cmd
+from ledger.audit import Cutoff, guild_as_of, select_for_revert, statement
+from ledger.database import Settings, resolve_database
+from ledger.errors import InvalidInput
+from ledger.runtime import open_services
+
+CLI_ACTOR_HELP = "Discord id of the operator doing this (recorded as the actor; default 0)"
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; a time without an offset is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def positive_int(text: str) -> int:
+    """A positive integer argument."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    """Declare the options of an audit subcommand."""
+    parser.add_argument("guild", type=positive_int, help="guild id")
+    if name == "audit":
+        parser.add_argument("member", type=positive_int, help="member id")
+    if name in ("audit", "replay"):
+        when = parser.add_mutually_exclusive_group()
+        when.add_argument("--as-of", type=parse_time, help="recorded time (ISO 8601, UTC)")
+        when.add_argument("--at", type=positive_int, metavar="POSITION", help="log position")
+    if name == "replay":
+        parser.add_argument("--top", type=positive_int, default=10, help="leaderboard size")
+    if name == "revert":
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--positions", help="comma-separated event positions")
+        which.add_argument("--actor", type=positive_int, help="events caused by this actor")
+        which.add_argument("--member", type=positive_int, help="events of this member")
+        parser.add_argument("--since", type=parse_time, help="from this recorded time")
+        parser.add_argument("--until", type=parse_time, help="up to this recorded time")
+        parser.add_argument("--reason", default="", help="why (kept in the log)")
+        parser.add_argument("--by", type=int, default=0, help=CLI_ACTOR_HELP)
+        parser.add_argument("--yes", action="store_true", help="apply without asking")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _cutoff(args: argparse.Namespace) -> Cutoff:
+    return Cutoff(as_of=args.as_of, position=args.at)
+
+
+async def audit(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a member's statement; exit 1 if its closing figures disagree with the log's."""
+    from gateway.cli import print_json
+
+    async with open_services(resolve_database(settings)) as services:
+        result = await statement(services.pool, args.guild, args.member, _cutoff(args))
+        loaded = await services.store.load(args.guild, [], [args.member])
+    current = loaded.states.get(args.member)
+    whole = args.as_of is None and args.at is None
+    agrees = not whole or current is None or current == result.closing
+    if args.json:
+        print_json(
+            {
+                "guild": args.guild,
+                "member": args.member,
+                "lines": [asdict(line) for line in result.lines],
+                "closing": {
+                    "balance": result.closing.balance,
+                    "xp": result.closing.xp,
+                    "level": result.closing.level,
+                    "items": result.closing.items,
+                    "active_warnings": len(result.closing.warnings),
+                },
+                "matches_state": agrees,
+            }
+        )
+    else:
+        if not result.lines:
+            print(f"no events for member {args.member} in guild {args.guild}")
+        for line in result.lines:
+            print(
+                f"{line.position:>10} {line.recorded_at:%Y-%m-%d %H:%M:%S} "
+                f"{line.lc_delta:>+8} LC = {line.balance:>8}  {line.xp_delta:>+6} XP = "
+                f"{line.xp:>8} (lvl {line.level:>3})  {line.description}"
+                f"  [by <@{line.actor_id}>, {line.command_id}]"
+            )
+        c = result.closing
+        print(
+            f"closing: {c.balance} LC, {c.xp} XP, level {c.level}, items {c.items or '{}'}, "
+            f"{len(c.warnings)} active warnings" + ("" if agrees else "  MISMATCH with state")
+        )
+    return 0 if agrees else 1
+
+
+async def replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a guild's balances, levels and XP leaderboard as of a moment."""
+    from gateway.cli import print_json
+
+    async with open_services(resolve_database(settings)) as services:
+        states = await guild_as_of(services.pool, args.guild, _cutoff(args))
+    ranked = sorted(states.items(), key=lambda kv: (-kv[1].xp, kv[0]))
+    summary: dict[str, Any] = {
+        "guild": args.guild,
+        "members": len(states),
+        "total_lc": sum(s.balance for s in states.values()),
+        "total_xp": sum(s.xp for s in states.values()),
+        "leaderboard": [
+            {"rank": i + 1, "member": m, "xp": s.xp, "level": s.level, "balance": s.balance}
+            for i, (m, s) in enumerate(ranked[: args.top])
+        ],
+    }
+    if args.json:
+        print_json(summary)
+        return 0
+    print(
+        f"guild {args.guild}: {summary['members']} members, {summary['total_lc']} LC in "
+        f"wallets, {summary['total_xp']} XP"
+    )
+    for row in summary["leaderboard"]:
+        print(
+            f"#{row['rank']:<3} <@{row['member']}>  level {row['level']:>3}  {row['xp']:>9} XP "
+            f"{row['balance']:>9} LC"
+        )
+    return 0
+
+
+async def revert(args: argparse.Namespace, settings: Settings) -> int:
+    """Preview a revert, then (with --yes or on confirmation) append compensating events."""
+    from gateway.cli import print_json
+
+    async with open_services(resolve_database(settings)) as services:
+        if args.positions:
+            try:
+                positions = sorted({int(p) for p in args.positions.split(",") if p.strip()})
+            except ValueError:
+                raise InvalidInput("--positions takes whole numbers separated by commas") from None
+        else:
+            positions = await select_for_revert(
+                services.pool,
+                args.guild,
+                actor_id=args.actor,
+                member_id=args.member,
+                since=args.since,
+                until=args.until,
+            )
+        if not positions:
+            print("nothing matches: no events to revert")
+            return 0
+        key = hashlib.sha256(",".join(map(str, positions)).encode()).hexdigest()[:24]
+        command = cmd.Revert(
+            guild_id=args.guild,
+            command_id=f"revert:{key}",
+            positions=tuple(positions),
+            actor=cmd.Actor(args.by, is_moderator=True, is_admin=True),
+            reason=args.reason,
+            source="cli",
+        )
+        preview = await services.ledger.preview(command)
+        members = sorted(preview.members)
+        before = (await services.store.load(args.guild, [], members)).states
+        effects: list[dict[str, Any]] = [
+            {
+                "member": m,
+                "balance": [before[m].balance if m in before else 0, preview.members[m].balance],
+                "xp": [before[m].xp if m in before else 0, preview.members[m].xp],
+                "level": [before[m].level if m in before else 0, preview.members[m].level],
+            }
+            for m in members
+        ]
+        if not args.json:
+            print(f"revert of {len(positions)} event(s): {preview.note or 'preview'}")
+            for e in effects:
+                print(
+                    f"  <@{e['member']}>: {e['balance'][0]} -> {e['balance'][1]} LC, "
+                    f"{e['xp'][0]} -> {e['xp'][1]} XP, level {e['level'][0]} -> "
+                    f"{e['level'][1]}"
+                )
+        apply = args.yes
+        if not apply and preview.events and sys.stdin.isatty():
+            answer = await asyncio.to_thread(input, "apply this revert? [y/N] ")
+            apply = answer.strip().lower() in ("y", "yes")
+        outcome = await services.ledger.execute(command) if apply and preview.events else None
+    if args.json:
+        print_json(
+            {
+                "positions": positions,
+                "effects": effects,
+                "applied": outcome is not None,
+                "appended": outcome.positions if outcome else [],
+            }
+        )
+    elif outcome is not None:
+        print(f"applied: {len(outcome.positions)} compensating event(s) appended")
+    elif preview.events:
+        print("not applied (re-run with --yes to apply)")
+    return 0
+
+
+EXTRA = {
+    "audit": "a member's statement: every event with running LC, XP, level (--as-of/--at)",
+    "replay": "a guild's balances, levels and leaderboard as of a time or position",
+    "revert": "compensate events by positions, actor or member (preview, then --yes)",
+}
+HANDLERS = {"audit": audit, "replay": replay, "revert": revert}
