@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from gateway import cli_audit, cli_commands
+from gateway import cli_audit, cli_commands, cli_data
 from ledger.database import EmbeddedPostgres, Settings
 from ledger.errors import DatabaseUnavailable, LedgerError
 
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         cli_commands.add_arguments(name, sub.add_parser(name, help=help_text))
     for name, help_text in cli_audit.EXTRA.items():
         cli_audit.add_arguments(name, sub.add_parser(name, help=help_text))
+    for name, help_text in cli_data.EXTRA.items():
+        cli_data.add_arguments(name, sub.add_parser(name, help=help_text))
     return parser
 
 
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "migrate": _migrate,
         **cli_commands.HANDLERS,
         **cli_audit.HANDLERS,
+        **cli_data.HANDLERS,
     }
     try:
         if args.command == "db":

@@ -129,6 +129,14 @@ class AdminGrant(_OneMember, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class ImportXp(_OneMember, frozen=True, kw_only=True):
+    """Bring a member's XP up to `xp` from another bot's leaderboard (MEE6)."""
+
+    actor: Actor
+    xp: int
+    source_ref: str
+
+
 class AdminTake(_OneMember, frozen=True, kw_only=True):
     """An admin takes LC from a member (never below zero)."""
 
@@ -209,6 +217,7 @@ AnyCommand = (
     | Transfer
     | AdminGrant
     | AdminTake
+    | ImportXp
     | GrantItem
     | UseItem
     | IssueWarning

@@ -94,6 +94,7 @@ class XpGranted(Event, frozen=True, kw_only=True, tag="xp_granted"):
     ref_id: int = 0  # message id for message/reaction XP
     seconds: int = 0  # voice seconds credited
     actor_id: int = 0
+    source_ref: str = ""  # for imports: the digest of the imported data
 
 
 class GamePlayed(Event, frozen=True, kw_only=True, tag="game_played"):

@@ -41,6 +41,7 @@ class MemberState(msgspec.Struct, frozen=True, kw_only=True):
     level: int = 0
     last_message_xp_at: datetime | None = None
     voice_seconds: int = 0
+    imported_xp: int = 0
     daily_day: int = 0
     daily_streak: int = 0
     invited: bool = False
@@ -125,6 +126,8 @@ def evolve(state: MemberState, event: ev.Event) -> MemberState:
             changes["joined"] = True
         case ev.XpGranted(source="message", at=at):
             changes["last_message_xp_at"] = at
+        case ev.XpGranted(source="import", xp=imported):
+            changes["imported_xp"] = state.imported_xp + imported
         case ev.XpGranted(source="voice", seconds=seconds):
             changes["voice_seconds"] = state.voice_seconds + seconds
         case ev.XpGranted(source="reaction", ref_id=message_id):

@@ -46,6 +46,8 @@ def decide(
             return admin.grant(draft, command)
         case cmd.AdminTake():
             return admin.take(draft, command)
+        case cmd.ImportXp():
+            return admin.import_xp(draft, command)
         case cmd.GrantItem():
             return items.grant(draft, command)
         case cmd.UseItem():

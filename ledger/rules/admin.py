@@ -71,6 +71,36 @@ def grant(draft: Draft, c: cmd.AdminGrant) -> Decision:
     return draft.decision(value=c.lc or c.xp)
 
 
+MAX_IMPORTED_XP = 10**12
+
+
+def import_xp(draft: Draft, c: cmd.ImportXp) -> Decision:
+    """Grant the difference between the imported total and what was imported before, so
+    importing the same leaderboard twice (or an older one) changes nothing."""
+    _require_admin(c.actor)
+    check_id(c.member_id, "Member")
+    if not isinstance(c.xp, int) or isinstance(c.xp, bool) or not 0 <= c.xp <= MAX_IMPORTED_XP:
+        raise InvalidAmount(f"Imported XP must be a whole number from 0 to {MAX_IMPORTED_XP}.")
+    source_ref = check_text(c.source_ref, "Source", required=True, limit=128)
+    missing = c.xp - draft.state(c.member_id).imported_xp
+    if missing <= 0:
+        return draft.decision(note="already_imported")
+    draft.ensure_joined(c.member_id, c.at)
+    draft.add(
+        ev.XpGranted(
+            member_id=c.member_id,
+            at=c.at,
+            source="import",
+            base=missing,
+            multiplier_pct=100,
+            xp=missing,
+            actor_id=c.actor.user_id,
+            source_ref=source_ref,
+        )
+    )
+    return draft.decision(value=missing)
+
+
 def take(draft: Draft, c: cmd.AdminTake) -> Decision:
     """Burn LC from a member; never below zero."""
     _require_admin(c.actor)
