@@ -9,6 +9,7 @@ import hashlib
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ledger import commands as cmd
@@ -16,6 +17,7 @@ from ledger.audit import Cutoff, guild_as_of, select_for_revert, statement
 from ledger.database import Settings, resolve_database
 from ledger.errors import InvalidInput
 from ledger.runtime import open_services
+from ledger.stats import guild_stats
 
 CLI_ACTOR_HELP = "Discord id of the operator doing this (recorded as the actor; default 0)"
 
@@ -49,8 +51,10 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         when = parser.add_mutually_exclusive_group()
         when.add_argument("--as-of", type=parse_time, help="recorded time (ISO 8601, UTC)")
         when.add_argument("--at", type=positive_int, metavar="POSITION", help="log position")
-    if name == "replay":
-        parser.add_argument("--top", type=positive_int, default=10, help="leaderboard size")
+    if name in ("replay", "stats"):
+        parser.add_argument("--top", type=positive_int, default=10, help="how many to list")
+    if name == "stats":
+        parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw charts")
     if name == "revert":
         which = parser.add_mutually_exclusive_group(required=True)
         which.add_argument("--positions", help="comma-separated event positions")
@@ -216,9 +220,48 @@ async def revert(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def stats(args: argparse.Namespace, settings: Settings) -> int:
+    """LC supply, minted/burned and XP per day, warnings per week, top earners and movers."""
+    from gateway.charts import render_stats
+    from gateway.cli import print_json
+
+    async with open_services(resolve_database(settings)) as services:
+        result = await guild_stats(services.pool, args.guild)
+    summary: dict[str, Any] = {
+        "guild": args.guild,
+        "events": result.events,
+        "supply": result.supply,
+        "minted_per_day": {d.isoformat(): v for d, v in sorted(result.minted.items())},
+        "burned_per_day": {d.isoformat(): v for d, v in sorted(result.burned.items())},
+        "xp_per_day": {d.isoformat(): v for d, v in sorted(result.xp.items())},
+        "warnings_per_week": {f"{y}-W{w:02d}": n for (y, w), n in sorted(result.warnings.items())},
+        "top_earners": [{"member": m, "lc": v} for m, v in result.top(result.earned, args.top)],
+        "top_movers": [{"member": m, "lc": v} for m, v in result.top(result.moved, args.top)],
+    }
+    if args.plot:
+        await asyncio.to_thread(render_stats, result, args.plot)
+    if args.json:
+        print_json(summary)
+        return 0
+    print(
+        f"guild {args.guild}: {result.events} events, supply {result.supply} LC, minted "
+        f"{sum(result.minted.values())} LC, burned {sum(result.burned.values())} LC, "
+        f"{sum(result.xp.values())} XP over {len(result.xp)} days, "
+        f"{sum(result.warnings.values())} warnings"
+    )
+    print(
+        "top earners: " + ", ".join(f"<@{e['member']}> {e['lc']}" for e in summary["top_earners"])
+    )
+    print("top movers:  " + ", ".join(f"<@{e['member']}> {e['lc']}" for e in summary["top_movers"]))
+    if args.plot:
+        print(f"charts written to {args.plot}")
+    return 0
+
+
 EXTRA = {
     "audit": "a member's statement: every event with running LC, XP, level (--as-of/--at)",
     "replay": "a guild's balances, levels and leaderboard as of a time or position",
     "revert": "compensate events by positions, actor or member (preview, then --yes)",
+    "stats": "a guild's LC supply, minted/burned and XP per day, warnings, top members",
 }
-HANDLERS = {"audit": audit, "replay": replay, "revert": revert}
+HANDLERS = {"audit": audit, "replay": replay, "revert": revert, "stats": stats}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -57,6 +58,36 @@ class GuildConfig(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_CONFIG = GuildConfig()
 _FIELDS = {f.name: f.type for f in msgspec.structs.fields(GuildConfig)}
 _NON_NEGATIVE_INT_LIMIT = 10**15
+# Tighter bounds, so no combination of settings can overflow a bigint: multipliers are at
+# most x100 each, XP amounts per grant at most 100,000.
+_MAX_PCT = 10_000
+_MAX_XP_SETTING = 100_000
+_XP_SETTINGS = frozenset(
+    {
+        "message_xp_min",
+        "message_xp_max",
+        "voice_xp_per_tick",
+        "voice_hourly_bonus_xp",
+        "reaction_xp",
+        "game_xp_win",
+        "game_xp_loss",
+        "admin_grant_max_xp",
+    }
+)
+_AT_LEAST_ONE = frozenset(
+    {
+        "message_xp_max",
+        "voice_tick_seconds",
+        "voice_min_humans",
+        "multiplier_games",
+        "warning_expiry_days",
+        "max_amount",
+        "max_balance",
+        "reaction_cap_per_message",
+    }
+)
+WARNING_ACTIONS = frozenset({"timeout", "none"})
+_MAX_ID = 2**63 - 1
 
 
 def _describe(kind: Any) -> str:
@@ -73,6 +104,12 @@ def _describe(kind: Any) -> str:
     return "a different kind of value"
 
 
+def _check_ints(key: str, values: Iterable[object], low: int, high: int) -> None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidInput(f"Values of `{key}` must be whole numbers from {low} to {high}.")
+
+
 def validate_setting(config: GuildConfig, key: str, value: Any) -> Any:
     """Return `value` converted to the setting's type, or raise InvalidInput."""
     if key not in _FIELDS:
@@ -81,12 +118,24 @@ def validate_setting(config: GuildConfig, key: str, value: Any) -> Any:
         converted = msgspec.convert(value, _FIELDS[key], strict=False)
     except msgspec.ValidationError:
         raise InvalidInput(f"Setting `{key}` needs {_describe(_FIELDS[key])}.") from None
-    values = list(converted) if isinstance(converted, tuple | frozenset) else [converted]
-    if isinstance(converted, dict):
-        values = [*converted.keys(), *converted.values()]
-    for v in values:
-        if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= _NON_NEGATIVE_INT_LIMIT:
-            raise InvalidInput(f"Setting `{key}` must be between 0 and {_NON_NEGATIVE_INT_LIMIT}.")
+    if key == "warning_action" and converted not in WARNING_ACTIONS:
+        raise InvalidInput(f"`warning_action` is one of: {', '.join(sorted(WARNING_ACTIONS))}.")
+    if isinstance(converted, dict):  # {role or channel id: percent}
+        _check_ints(key, converted.keys(), 1, _MAX_ID)
+        _check_ints(key, converted.values(), 0, _MAX_PCT)
+    elif isinstance(converted, frozenset):  # channel or role ids
+        _check_ints(key, converted, 1, _MAX_ID)
+    elif isinstance(converted, tuple):  # jackpot amounts
+        _check_ints(key, converted, 1, _NON_NEGATIVE_INT_LIMIT)
+    elif isinstance(converted, int):
+        high = (
+            _MAX_PCT
+            if key.endswith("_pct")
+            else _MAX_XP_SETTING
+            if key in _XP_SETTINGS
+            else _NON_NEGATIVE_INT_LIMIT
+        )
+        _check_ints(key, [converted], 1 if key in _AT_LEAST_ONE else 0, high)
     candidate = msgspec.structs.replace(config, **{key: converted})
     if candidate.message_xp_min > candidate.message_xp_max:
         raise InvalidInput("`message_xp_min` must not exceed `message_xp_max`.")

@@ -20,7 +20,7 @@ from ledger.guild_config import GuildConfig, evolve_config
 from ledger.member import MemberState
 from ledger.rules import Decision, decide
 from ledger.rules.admin import MAX_REVERT
-from ledger.rules.draft import check_id
+from ledger.rules.draft import MAX_SNOWFLAKE, check_id
 from ledger.store import CONFIG_STREAM, AppendBatch, DuplicateCommand, EventStore, encode_json
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,8 @@ def check_command(command: cmd.Command) -> None:
     """Checks every command passes before it is decided: guild, id, aware time."""
     check_id(command.guild_id, "Guild")
     check_command_id(command.command_id)
+    for member in command.members():
+        check_id(member, "Member")
     if command.at.tzinfo is None or command.at.utcoffset() is None:
         raise InvalidInput("Command times must be timezone-aware (UTC).")
 
@@ -219,7 +221,10 @@ class Ledger:
         if not isinstance(command, cmd.Revert):
             return command, []
         positions = list(command.positions)
-        if not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in positions):
+        if not all(
+            isinstance(p, int) and not isinstance(p, bool) and 0 < p <= MAX_SNOWFLAKE
+            for p in positions
+        ):
             raise InvalidInput("Positions are positive whole numbers.")
         if len(positions) > MAX_REVERT:
             raise InvalidInput(f"Revert at most {MAX_REVERT} events at once.")

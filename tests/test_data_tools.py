@@ -163,3 +163,30 @@ def test_forget_erases_names_and_keeps_the_log(
     ]
     assert cli_env.sql("SELECT count(*), sum(length(data::text)) FROM events") == events
     assert cli_env.sql("SELECT sum((state->>'xp')::bigint) FROM streams") == balances
+
+
+def test_stats_totals_match_the_state_and_plot_renders(
+    cli_env: LedgerEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger import commands as cmd
+
+    admin = cmd.Actor(1, is_moderator=True, is_admin=True)
+    for n, (member, lc) in enumerate([(2, 100), (3, 50), (2, 25)]):
+        cli_env.run(
+            cli_env.ledger.execute(
+                cmd.AdminGrant(guild_id=G, command_id=f"g{n}", member_id=member, actor=admin, lc=lc)
+            )
+        )
+    cli_env.run(
+        cli_env.ledger.execute(
+            cmd.Transfer(guild_id=G, command_id="t", from_id=2, to_id=3, amount=30)
+        )
+    )
+    plot = tmp_path / "stats.png"
+    assert main(["stats", str(G), "--json", "--plot", str(plot)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    supply = cli_env.sql("SELECT sum((state->>'balance')::bigint) FROM streams WHERE stream > 0")
+    assert summary["supply"] == supply[0][0] == 2 * 25 + 175
+    assert summary["top_earners"][0] == {"member": 2, "lc": 150}
+    assert summary["top_movers"] == [{"member": 2, "lc": 30}, {"member": 3, "lc": 30}]
+    assert plot.read_bytes().startswith(b"\x89PNG")

@@ -14,6 +14,7 @@ from ledger.guild_config import GuildConfig
 from ledger.member import NEW_MEMBER, MemberState, evolve
 
 MAX_SNOWFLAKE = 2**63 - 1
+MAX_XP = 2**62  # far above any real total, far below bigint overflow
 MAX_TEXT = 500
 
 
@@ -57,6 +58,8 @@ class Draft:
                 f"That would take <@{event.member_id}> above the maximum balance "
                 f"of {self.config.max_balance} LC."
             )
+        if after.xp > MAX_XP:
+            raise InvalidAmount(f"That would take <@{event.member_id}> above {MAX_XP} XP.")
         if any(count < 0 for count in after.items.values()):
             raise InsufficientFunds(f"<@{event.member_id}> does not hold enough of that item.")
         self.events.append(event)

@@ -35,7 +35,7 @@ def issue(draft: Draft, c: cmd.IssueWarning) -> Decision:
         )
     )
     active = sum(1 for w in draft.state(c.member_id).warnings if w.expires_at > c.at)
-    if config.warning_threshold and active >= config.warning_threshold:
+    if config.warning_action != "none" and 0 < config.warning_threshold <= active:
         draft.add(
             ev.ThresholdReached(
                 member_id=c.member_id,
