@@ -9,6 +9,7 @@ import msgspec
 
 from ledger.errors import InvalidInput
 from ledger.events import ConfigChanged
+from ledger.levels import MAX_LEVEL
 
 
 class GuildConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +54,15 @@ class GuildConfig(msgspec.Struct, frozen=True, kw_only=True):
     warning_threshold: int = 3
     warning_action: str = "timeout"
     warning_timeout_minutes: int = 60
+    # gateway: level-role rewards {level: role id}, kept ("stack") or only the highest
+    # ("replace"); where level-ups are announced (0: the channel the member spoke in);
+    # /pay asks for confirmation above this amount; rank card colours (0xRRGGBB)
+    level_roles: dict[int, int] = {}
+    level_roles_mode: str = "stack"
+    announcement_channel: int = 0
+    pay_confirm_above: int = 1000
+    card_accent: int = 0x5865F2
+    card_background: int = 0x2B2D31
 
 
 DEFAULT_CONFIG = GuildConfig()
@@ -87,6 +97,8 @@ _AT_LEAST_ONE = frozenset(
     }
 )
 WARNING_ACTIONS = frozenset({"timeout", "none"})
+LEVEL_ROLE_MODES = frozenset({"stack", "replace"})
+_MAX_COLOUR = 0xFFFFFF
 _MAX_ID = 2**63 - 1
 
 
@@ -120,7 +132,14 @@ def validate_setting(config: GuildConfig, key: str, value: Any) -> Any:
         raise InvalidInput(f"Setting `{key}` needs {_describe(_FIELDS[key])}.") from None
     if key == "warning_action" and converted not in WARNING_ACTIONS:
         raise InvalidInput(f"`warning_action` is one of: {', '.join(sorted(WARNING_ACTIONS))}.")
-    if isinstance(converted, dict):  # {role or channel id: percent}
+    if key == "level_roles_mode" and converted not in LEVEL_ROLE_MODES:
+        raise InvalidInput("`level_roles_mode` is `stack` or `replace`.")
+    if key == "level_roles":  # {level: role id}
+        _check_ints(key, converted.keys(), 1, MAX_LEVEL)
+        _check_ints(key, converted.values(), 1, _MAX_ID)
+    elif key.startswith("card_"):
+        _check_ints(key, [converted], 0, _MAX_COLOUR)
+    elif isinstance(converted, dict):  # {role or channel id: percent}
         _check_ints(key, converted.keys(), 1, _MAX_ID)
         _check_ints(key, converted.values(), 0, _MAX_PCT)
     elif isinstance(converted, frozenset):  # channel or role ids
