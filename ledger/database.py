@@ -97,7 +97,9 @@ def resolve_database(settings: Settings, keep_running: bool = False) -> str:
     return EmbeddedPostgres(settings.data_dir).start(keep_running=keep_running)
 
 
-def make_pool(url: str, min_size: int = 2, max_size: int = 20) -> AsyncConnectionPool:
+def make_pool(
+    url: str, min_size: int = 2, max_size: int = 20, timeout: float = 10.0
+) -> AsyncConnectionPool:
     """An unopened async pool of autocommit connections with the ledger's session limits.
 
     Open it with `async with make_pool(...) as pool:`.
@@ -108,6 +110,6 @@ def make_pool(url: str, min_size: int = 2, max_size: int = 20) -> AsyncConnectio
         max_size=max_size,
         kwargs={"autocommit": True, "options": SESSION_OPTIONS},
         open=False,
-        timeout=30.0,
+        timeout=timeout,  # waiting longer for a connection only delays the spool or the error
         name="ledger",
     )

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
 import msgspec
 
 from ledger import commands as cmd
-from ledger.errors import Conflict, InvalidInput, LedgerError
+from ledger.errors import Conflict, DatabaseUnavailable, InvalidInput, LedgerError
 from ledger.member import MemberState
 from ledger.rules import decide
 from ledger.service import (
@@ -33,9 +34,11 @@ from ledger.service import (
     outcome_of,
     plan,
 )
+from ledger.spool import SPOOLABLE, Spool, read_file
 from ledger.store import CONFIG_STREAM, AppendBatch, DuplicateCommand, EventStore
 
 Result = Outcome | LedgerError
+log = logging.getLogger(__name__)
 
 _outcome_decoder = msgspec.json.Decoder(Outcome)
 
@@ -134,8 +137,10 @@ class CommandBatcher:
         max_batch: int = 500,
         max_delay: float = 0.0,
         concurrency: int = 1,
+        spool: Spool | None = None,
     ) -> None:
         self.ingestor = ingestor
+        self.spool = spool
         self.max_batch = max_batch
         self.max_delay = max_delay
         # Batches in flight at once: more overlaps deciding with committing; batches touching
@@ -192,6 +197,9 @@ class CommandBatcher:
     async def _flush(self, pending: list[tuple[cmd.AnyCommand, asyncio.Future[Result]]]) -> None:
         try:
             results = await self.ingestor.ingest([command for command, _ in pending])
+        except DatabaseUnavailable as exc:
+            await self._spool_or_fail(pending, exc)
+            return
         except Exception as exc:  # every waiter must hear about a failed flush
             for _, future in pending:
                 if not future.done():
@@ -202,3 +210,57 @@ class CommandBatcher:
         for (_, future), result in zip(pending, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    async def _spool_or_fail(
+        self,
+        pending: list[tuple[cmd.AnyCommand, asyncio.Future[Result]]],
+        exc: DatabaseUnavailable,
+    ) -> None:
+        """XP grants go to the durable spool (answered `note="spooled"`); the rest fail."""
+        spoolable = [(c, f) for c, f in pending if self.spool and isinstance(c, SPOOLABLE)]
+        if spoolable and self.spool is not None:
+            try:
+                await asyncio.to_thread(self.spool.append, [c for c, _ in spoolable])
+            except OSError:
+                log.exception("could not write the XP spool")
+                spoolable = []
+        spooled = {id(f) for _, f in spoolable}
+        for command, future in pending:
+            if future.done():
+                continue
+            if id(future) in spooled:
+                future.set_result(Outcome(command_id=command.command_id, note="spooled"))
+            else:
+                future.set_exception(exc)
+
+
+async def replay_spool(spool: Spool, ingestor: BatchIngestor, chunk: int = 500) -> int:
+    """Append every spooled grant (idempotently); returns how many appended events' commands.
+
+    Stops at the first `DatabaseUnavailable`, leaving the file for the next attempt."""
+    replayed = 0
+    for path in await asyncio.to_thread(spool.take):
+        commands = await asyncio.to_thread(read_file, path)
+        for start in range(0, len(commands), chunk):
+            for result in await ingestor.ingest(commands[start : start + chunk]):
+                if isinstance(result, LedgerError):
+                    log.warning("spooled grant refused on replay: %s", result.message)
+                elif result.appended and not result.replayed:
+                    replayed += 1
+        await asyncio.to_thread(spool.done, path)
+    return replayed
+
+
+async def run_spool_replayer(
+    spool: Spool, ingestor: BatchIngestor, stop: asyncio.Event, interval: float = 2.0
+) -> None:
+    """Replay the spool whenever it has files and the database answers, until `stop`."""
+    while not stop.is_set():
+        if await asyncio.to_thread(spool.pending_files):
+            try:
+                count = await replay_spool(spool, ingestor)
+                log.info("replayed %d spooled XP grants", count)
+            except DatabaseUnavailable:
+                pass  # still down: try again later
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
 from ledger.database import make_pool
-from ledger.ingest import BatchIngestor, CommandBatcher
+from ledger.ingest import BatchIngestor, CommandBatcher, run_spool_replayer
 from ledger.migrations import migrate
 from ledger.service import Ledger
+from ledger.spool import Spool
 from ledger.store import EventStore
 
 
@@ -25,27 +27,39 @@ class Services:
     ledger: Ledger
     ingestor: BatchIngestor
     batcher: CommandBatcher
+    spool: Spool | None = None
 
 
 @contextlib.asynccontextmanager
-async def open_services(url: str, max_connections: int = 20) -> AsyncIterator[Services]:
-    """Open a pool on `url`, apply migrations, run the NOTIFY hinter and the XP batcher.
+async def open_services(
+    url: str, max_connections: int = 20, spool_dir: Path | None = None
+) -> AsyncIterator[Services]:
+    """Open a pool on `url`, apply migrations, run the NOTIFY hinter and the batcher.
 
-    On exit the batcher drains what is queued before the pool closes.
+    With `spool_dir`, XP grants that meet a database outage are spooled there and replayed
+    when it is back. On exit the batcher drains what is queued before the pool closes.
     """
     async with make_pool(url, min_size=2, max_size=max_connections) as pool:
         async with pool.connection() as conn:
             await migrate(conn)
         store = EventStore(pool)
         ingestor = BatchIngestor(store)
-        services = Services(pool, store, Ledger(store), ingestor, CommandBatcher(ingestor))
+        spool = Spool(spool_dir) if spool_dir else None
+        batcher = CommandBatcher(ingestor, spool=spool)
+        services = Services(pool, store, Ledger(store), ingestor, batcher, spool)
+        stop = asyncio.Event()
         tasks = [
             asyncio.create_task(store.run_notifier(), name="ledger-notifier"),
-            asyncio.create_task(services.batcher.run(), name="ledger-xp-batcher"),
+            asyncio.create_task(batcher.run(), name="ledger-batcher"),
         ]
+        if spool:
+            tasks.append(
+                asyncio.create_task(run_spool_replayer(spool, ingestor, stop), name="spool")
+            )
         try:
             yield services
         finally:
+            stop.set()
             for task in reversed(tasks):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
