@@ -1,0 +1,50 @@
+"""Least privilege: the application role can append to and read the log, never rewrite it."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import errors
+from psycopg.conninfo import make_conninfo
+
+from ledger import commands as cmd
+from ledger.database import make_pool
+from ledger.service import Ledger
+from ledger.store import EventStore
+from tests.fix_db import LedgerEnv
+
+
+def app_url(env: LedgerEnv) -> str:
+    return make_conninfo(env.url, user="ledger_app", password="")
+
+
+def test_the_app_role_runs_the_service(env: LedgerEnv) -> None:
+    async def scenario() -> list[str]:
+        async with make_pool(app_url(env), min_size=1, max_size=2) as pool:
+            outcome = await Ledger(EventStore(pool)).execute(
+                cmd.Transfer(guild_id=1, command_id="t", from_id=1, to_id=2, amount=5)
+            )
+            return outcome.events
+
+    assert env.run(scenario())[-1] == "transfer_received"
+    assert env.sql("SELECT count(*) FROM events")[0][0] == 4
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET data = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "ALTER TABLE events DISABLE TRIGGER USER",
+        "DROP TABLE events",
+    ],
+)
+def test_the_app_role_cannot_rewrite_history(env: LedgerEnv, statement: str) -> None:
+    env.run(env.ledger.execute(cmd.Join(guild_id=1, command_id="j", member_id=3)))
+    with (
+        psycopg.connect(app_url(env), autocommit=True) as conn,
+        pytest.raises(errors.InsufficientPrivilege),
+    ):
+        conn.execute(statement.encode())
+    assert env.sql("SELECT count(*) FROM events")[0][0] == 1
