@@ -174,6 +174,8 @@ class EventStore:
         self._dirty = asyncio.Event()
         # SQLSTATEs seen (conflicts, deadlocks, timeouts): benchmarks and /metrics read them.
         self.errors: Counter[str] = Counter()
+        self.appended_events = 0
+        self.appended_commands = 0
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -227,6 +229,8 @@ class EventStore:
             cur = await conn.execute(APPEND, params)
             row = await cur.fetchone()
         self._dirty.set()
+        self.appended_events += len(batch.ev_types)
+        self.appended_commands += len(batch.command_ids)
         return list(row[0]) if row else []
 
     async def command_result(
