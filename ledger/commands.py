@@ -183,11 +183,13 @@ class ExpireWarning(_OneMember, frozen=True, kw_only=True):
 
 
 class ChangeConfig(Command, frozen=True, kw_only=True):
-    """An admin changes one guild setting."""
+    """An admin changes one guild setting: `set` it, or `add`/`remove` entries of a list or
+    mapping setting (decided on the current value, so concurrent edits do not overwrite)."""
 
     actor: Actor
     key: str
     value: Any
+    op: str = "set"  # "set" | "add" | "remove"
 
     def members(self) -> tuple[int, ...]:
         return ()

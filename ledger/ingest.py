@@ -30,6 +30,7 @@ from ledger.service import (
     Outcome,
     backoff,
     check_command,
+    config_after,
     finish_streams,
     outcome_of,
     plan,
@@ -83,6 +84,7 @@ class BatchIngestor:
             states: dict[int, MemberState] = dict(loaded.states)
             loaded_versions = {**loaded.versions, CONFIG_STREAM: loaded.config_version}
             versions = dict(loaded_versions)
+            config = loaded.config  # advanced by any ChangeConfig in the batch
             batch = AppendBatch(guild_id=guild_id)
             planned: list[tuple[str, Outcome, int]] = []  # (command id, outcome, event count)
             for command_id, command in unique.items():
@@ -93,7 +95,7 @@ class BatchIngestor:
                     continue
                 try:
                     mine = {m: states[m] for m in command.members() if m in states}
-                    decision = decide(command, loaded.config, mine)
+                    decision = decide(command, config, mine)
                 except LedgerError as exc:
                     results[key] = exc
                     continue
@@ -102,11 +104,12 @@ class BatchIngestor:
                     results[key] = outcome
                     continue
                 states.update(decision.states)
+                config = config_after(config, decision.events)
                 plan(batch, command, decision, versions, outcome)
                 planned.append((command_id, outcome, len(decision.events)))
             if not planned:
                 return results
-            finish_streams(batch, loaded_versions, versions, states, loaded.config)
+            finish_streams(batch, loaded_versions, versions, states, config)
             try:
                 positions = await self.store.append(batch)
             except (Conflict, DuplicateCommand):

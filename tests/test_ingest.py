@@ -86,3 +86,52 @@ def test_batcher_coalesces_concurrent_submits(env: LedgerEnv) -> None:
     txs = env.sql("SELECT count(DISTINCT tx) FROM events")[0][0]
     assert txs < 40
     assert env.sql("SELECT count(*) FROM events WHERE type = 'xp_granted'")[0][0] == 40
+
+
+def test_a_config_change_in_a_batch_applies_to_later_commands(env: LedgerEnv) -> None:
+    admin = cmd.Actor(1, is_moderator=True, is_admin=True)
+    batch: list[cmd.AnyCommand] = [
+        cmd.ChangeConfig(
+            guild_id=G, command_id="cfg", actor=admin, key="starting_balance", value=70
+        ),
+        cmd.Join(guild_id=G, command_id="join", member_id=5, at=T0),
+    ]
+    results = env.run(BatchIngestor(env.store).ingest(batch))
+    assert isinstance(results[1], Outcome) and results[1].members[5].balance == 70
+    stored = env.sql("SELECT (state->>'starting_balance')::int FROM streams WHERE stream = 0")
+    assert stored == [(70,)]
+
+
+def test_concurrent_set_edits_do_not_overwrite_each_other(env: LedgerEnv) -> None:
+    admin = cmd.Actor(1, is_moderator=True, is_admin=True)
+
+    async def both() -> None:
+        await asyncio.gather(
+            *(
+                env.ledger.execute(
+                    cmd.ChangeConfig(
+                        guild_id=G,
+                        command_id=f"add{c}",
+                        actor=admin,
+                        key="no_xp_channels",
+                        value=[c],
+                        op="add",
+                    )
+                )
+                for c in (101, 102, 103)
+            )
+        )
+        await env.ledger.execute(
+            cmd.ChangeConfig(
+                guild_id=G,
+                command_id="rm",
+                actor=admin,
+                key="no_xp_channels",
+                value=102,
+                op="remove",
+            )
+        )
+
+    env.run(both())
+    stored = env.sql("SELECT state->'no_xp_channels' FROM streams WHERE stream = 0")[0][0]
+    assert sorted(stored) == [101, 103]  # type: ignore[arg-type]

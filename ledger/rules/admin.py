@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ledger import commands as cmd
 from ledger import events as ev
 from ledger.errors import InvalidAmount, InvalidInput, NotPermitted, UnknownMember
-from ledger.guild_config import validate_setting
+from ledger.guild_config import GuildConfig, validate_setting
 from ledger.member import item_delta, lc_delta, xp_delta
 from ledger.rules.draft import Decision, Draft, check_amount, check_id, check_text
 
@@ -126,13 +127,33 @@ def configure(draft: Draft, c: cmd.ChangeConfig) -> Decision:
     """Change one guild setting, validated against the current configuration."""
     _require_admin(c.actor)
     key = check_text(c.key, "Setting", required=True, limit=64)
-    value = validate_setting(draft.config, key, c.value)
+    value = validate_setting(draft.config, key, _edited(draft.config, key, c.op, c.value))
     if isinstance(value, frozenset):
         value = sorted(value)
     draft.events.append(
         ev.ConfigChanged(member_id=0, at=c.at, key=key, value=value, actor_id=c.actor.user_id)
     )
     return draft.decision()
+
+
+def _edited(config: GuildConfig, key: str, op: str, value: Any) -> Any:
+    """The setting's new value for `op`: the value itself, or the current one edited."""
+    if op == "set":
+        return value
+    if op not in ("add", "remove"):
+        raise InvalidInput("A setting change is `set`, `add` or `remove`.")
+    current = getattr(config, key, None)
+    if isinstance(current, frozenset):
+        items = value if isinstance(value, list | tuple | set | frozenset) else [value]
+        return sorted(current | set(items)) if op == "add" else sorted(current - set(items))
+    if isinstance(current, dict):
+        if op == "add":
+            if not isinstance(value, dict):
+                raise InvalidInput(f"Adding to `{key}` takes a mapping.")
+            return {**current, **value}
+        keys = value if isinstance(value, list | tuple | set | frozenset) else [value]
+        return {k: v for k, v in current.items() if k not in set(keys)}
+    raise InvalidInput(f"`{key}` is not a list or mapping setting; use `set`.")
 
 
 def revert(draft: Draft, c: cmd.Revert, originals: Sequence[ev.Recorded]) -> Decision:
