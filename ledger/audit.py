@@ -21,7 +21,7 @@ from ledger.rules.admin import REVERTIBLE
 from ledger.store import row_to_recorded
 
 _COLUMNS = (
-    "position, tx::text, guild_id, stream, version, type, schema_version, "
+    "position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, "
     "data::text, meta::text, recorded_at"
 )
 MEMBER_EVENTS = f"""

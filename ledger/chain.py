@@ -23,7 +23,7 @@ SEALER_LOCK_ID = 0x1ED6E9
 GENESIS = b"\x00" * 32
 
 _EVENT_COLUMNS = (
-    "position, tx::text, guild_id, stream, version, type, schema_version, data::text, "
+    "position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, data::text, "
     "meta::text, recorded_at"
 )
 READ_AFTER = f"""

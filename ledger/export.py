@@ -18,14 +18,14 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 EXPORT = """
-SELECT position, tx::text, guild_id, stream, version, type, schema_version, data::text,
+SELECT position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, data::text,
        meta::text, recorded_at
   FROM events
  WHERE guild_id = %(guild)s AND (%(member)s::bigint IS NULL OR stream = %(member)s)
  ORDER BY position
 """
 BY_POSITIONS = """
-SELECT position, tx::text, guild_id, stream, version, type, schema_version, data::text,
+SELECT position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, data::text,
        meta::text, recorded_at
   FROM events WHERE guild_id = %s AND position = ANY(%s::bigint[])
 """

@@ -101,7 +101,7 @@ SELECT c.result::text,
 """
 
 _COLUMNS = (
-    "position, tx::text, guild_id, stream, version, type, schema_version, "
+    "position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, "
     "data::text, meta::text, recorded_at"
 )
 
