@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from gateway import cli_audit, cli_commands, cli_data
+from gateway import cli_audit, cli_bot, cli_commands, cli_data
 from ledger.database import EmbeddedPostgres, Settings
 from ledger.errors import DatabaseUnavailable, LedgerError
 
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         cli_audit.add_arguments(name, sub.add_parser(name, help=help_text))
     for name, help_text in cli_data.EXTRA.items():
         cli_data.add_arguments(name, sub.add_parser(name, help=help_text))
+    for name, help_text in cli_bot.EXTRA.items():
+        cli_bot.add_arguments(name, sub.add_parser(name, help=help_text))
     return parser
 
 
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         **cli_commands.HANDLERS,
         **cli_audit.HANDLERS,
         **cli_data.HANDLERS,
+        **cli_bot.HANDLERS,
     }
     try:
         if args.command == "db":

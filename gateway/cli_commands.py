@@ -81,7 +81,7 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
         runners = [asyncio.create_task(b.run()) for b in batchers]
         try:
             with Progress("traffic", "events") as progress:
-                report = await simulate(services.ledger, batchers, config, progress.update)
+                report = await simulate(services, batchers, config, progress.update)
         finally:
             for runner in runners:
                 runner.cancel()
@@ -89,7 +89,8 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
         elapsed = time.monotonic() - started
         print(
             f"{report.commands} commands, {report.events} events appended in {elapsed:.1f}s; "
-            f"refused: {dict(report.refused)}; no-op: {dict(report.noop)}"
+            f"refused: {dict(report.refused)}; no-op: {dict(report.noop)}; "
+            f"not forwarded (bots, webhooks): {report.ignored}"
         )
     return 0
 

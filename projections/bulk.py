@@ -1,0 +1,122 @@
+"""The bulk part of a rebuild: fold the log member by member into fresh shadow tables.
+
+When every projector being rebuilt is member-local (`Projector.member_local`), the order in
+which different members' events are folded does not matter, only each stream's own order. So
+the log below a fixed horizon is read along the `(guild_id, stream, version)` index, a stream
+at a time. Once the fold has moved past a member, no later event can touch that member's rows:
+they are written out with a plain COPY (no merge, no read-back) and forgotten. Memory holds one
+chunk of events, the open member's rows and the rows waiting to be written, whatever the size of
+the guild. Reading the next chunk and writing finished rows run on their own connections while
+Python folds, each write its own short transaction.
+
+Afterwards the rebuild continues in delivery order from the last event below that horizon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from ledger.store import Checkpoint
+from projections.log import Batch, horizon, last_before, read_member_chunk
+from projections.projector import Overlay, Projector
+from projections.tables import Key, Table, TableIO
+
+SHADOW_SCHEMA = "projection_shadow"
+_BEFORE_ALL = (-(2**63), -(2**63), -(2**63))
+
+
+class Shadow:
+    """A projector being rebuilt: its overlay over its shadow tables, and what it folded."""
+
+    def __init__(self, projector: Projector, io: TableIO) -> None:
+        self.projector = projector
+        self.io = io
+        self.state = Overlay(projector.tables, io, live=False)
+        self.state.fresh = True
+        self.applied = 0
+
+
+async def fold_batch(shadows: Sequence[Shadow], batch: Batch) -> None:
+    """Give each projector being rebuilt the events of its types."""
+    for shadow in shadows:
+        events = batch.handled_by(shadow.projector.handles)
+        if events:
+            await shadow.projector.apply(events, shadow.state)
+            shadow.applied += len(events)
+
+
+async def _write(
+    conn: psycopg.AsyncConnection[Any], finished: list[tuple[Table, list[Key]]]
+) -> None:
+    if not finished:
+        return
+    io = TableIO(conn, SHADOW_SCHEMA)
+    async with conn.transaction():
+        for table, rows in finished:
+            await io.insert(table, rows)
+
+
+async def fold_by_member(
+    conn: psycopg.AsyncConnection[Any],
+    reader: psycopg.AsyncConnection[Any],
+    writer: psycopg.AsyncConnection[Any],
+    shadows: Sequence[Shadow],
+    chunk_size: int,
+    max_rows: int,
+    progress: Callable[[int], None],
+) -> tuple[int, Checkpoint]:
+    """Fold every event below the current horizon; return how many, and the point reached.
+
+    The point is the last event below the horizon in delivery order: exactly the events up to
+    it were folded, so the rebuild continues from there in delivery order.
+    """
+    point = await horizon(conn)
+    end = await last_before(conn, point) or Checkpoint()
+    types = frozenset().union(*(s.projector.type_names() for s in shadows))
+    for shadow in shadows:
+        shadow.state.io = None  # nothing to read back: the shadows only hold finished members
+    done = 0
+    writing: asyncio.Future[None] | None = None
+    next_read = asyncio.ensure_future(
+        read_member_chunk(reader, _BEFORE_ALL, point, chunk_size, types)
+    )
+    try:
+        while True:
+            batch, cursor = await next_read
+            if cursor is None:
+                break
+            if batch.read == chunk_size:
+                next_read = asyncio.ensure_future(
+                    read_member_chunk(reader, cursor, point, chunk_size, types)
+                )
+            await fold_batch(shadows, batch)
+            done += batch.read
+            progress(done)
+            if batch.read < chunk_size:
+                break
+            if sum(s.state.size() for s in shadows) > max_rows:
+                finished = [t for s in shadows for t in s.state.take_finished(cursor[:2])]
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(_write(writer, finished))
+        if writing is not None:
+            await writing
+        await _write(writer, [t for s in shadows for t in s.state.take_finished(None)])
+    finally:
+        # Reads or writes still in flight after an error must end before the connections go
+        # back to the pool.
+        with contextlib.suppress(Exception):
+            await next_read
+        if writing is not None:
+            with contextlib.suppress(Exception):
+                await writing
+    for shadow in shadows:
+        shadow.state.clear()
+        shadow.state.io = shadow.io
+        shadow.state.fresh = False
+    return done, end

@@ -1,0 +1,261 @@
+"""Reading the log in delivery order, below the snapshot horizon, in batches.
+
+Positions are allocated at insert but transactions commit in another order, so a reader that
+took `position > checkpoint` would skip an event whose transaction commits late. Events are read
+in `(tx, position)` order and only when `tx < pg_snapshot_xmin(pg_current_snapshot())`: every
+transaction that could still add an event before that point has finished. (Order by the column
+`e.tx`, never by a selected `tx::text`: that would sort xids as text, '100' before '99'.)
+
+Speed: PostgreSQL assembles a batch into one JSON array, `[[1, tx, position, guild, event],
+...]`, which msgspec decodes into `Delivered` structs in a single call, with no per-row Python
+work. Rows of types nobody asked for come as `[0, tx, position, guild]` (they still move the
+checkpoint); rows written at an older schema version come as `[2, tx, position, guild, type,
+version, payload]` and go through `ledger.events.decode`, which upcasts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from itertools import compress
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from ledger import events as ev
+from ledger.store import Checkpoint
+from projections.projector import Delivered
+
+# The end of delivery order: reads without an upper bound use it.
+END = Checkpoint(tx=2**64 - 1, position=2**63 - 1)
+
+
+class _Skipped(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=0):
+    tx: int
+    position: int
+    guild_id: int
+
+
+class _Stored(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=2):
+    tx: int
+    position: int
+    guild_id: int
+    type_name: str
+    schema_version: int
+    data: str
+
+
+_decode_rows = msgspec.json.Decoder(list[Delivered | _Skipped | _Stored]).decode
+
+# The current schema version of each type, spelled out from ledger.events.SCHEMA_VERSIONS (a
+# constant of the code, composed once with literals).
+_CURRENT_VERSION = sql.SQL("CASE b.type {} END").format(
+    sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(sql.Literal(name), sql.Literal(version))
+        for name, version in sorted(ev.SCHEMA_VERSIONS.items())
+    )
+)
+
+
+def _assemble(order: str, rows: str) -> sql.Composed:
+    """SELECT one JSON array of the rows of subquery `rows` (aliased b), in `order`."""
+    return sql.SQL("""
+SELECT '[' || string_agg(
+         CASE
+           WHEN b.type <> ALL(%(types)s::text[])
+             THEN concat('[0,', b.tx, ',', b.position, ',', b.guild_id, ']')
+           WHEN b.schema_version = {current}
+             THEN concat('[1,', b.tx, ',', b.position, ',', b.guild_id, ',', b.data, ']')
+           ELSE concat('[2,', b.tx, ',', b.position, ',', b.guild_id, ',',
+                       to_json(b.type), ',', b.schema_version, ',', to_json(b.data::text), ']')
+         END, ',' ORDER BY {order}) || ']',
+       max(ARRAY[b.guild_id, b.stream, b.version])
+  FROM ({rows}) AS b
+""").format(current=_CURRENT_VERSION, order=sql.SQL(order), rows=sql.SQL(rows))
+
+
+READ_BATCH = _assemble(
+    "b.tx, b.position",
+    """
+    SELECT e.tx, e.position, e.guild_id, e.stream, e.version, e.type, e.schema_version, e.data
+      FROM events e
+     WHERE (e.tx, e.position) > (%(tx)s::text::xid8, %(position)s)
+       AND (e.tx, e.position) <= (%(until_tx)s::text::xid8, %(until_position)s)
+       AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+     ORDER BY e.tx, e.position
+     LIMIT %(limit)s""",
+)
+
+# Member order, for rebuilds: each stream's events in version order (which is its delivery
+# order), every event below a fixed horizon, along the (guild_id, stream, version) index.
+READ_MEMBER_CHUNK = _assemble(
+    "b.guild_id, b.stream, b.version",
+    """
+    SELECT e.tx, e.position, e.guild_id, e.stream, e.version, e.type, e.schema_version, e.data
+      FROM events e
+     WHERE (e.guild_id, e.stream, e.version) > (%(guild)s, %(stream)s, %(version)s)
+       AND e.tx < %(horizon)s::text::xid8
+     ORDER BY e.guild_id, e.stream, e.version
+     LIMIT %(limit)s""",
+)
+
+HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
+
+LAST_BEFORE = """
+SELECT e.tx::text, e.position FROM events e
+ WHERE e.tx < %s::text::xid8
+ ORDER BY e.tx DESC, e.position DESC
+ LIMIT 1
+"""
+
+LAST_BELOW_HORIZON = """
+SELECT e.tx::text, e.position
+  FROM events e
+ WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY e.tx DESC, e.position DESC
+ LIMIT 1
+"""
+
+COUNT_BELOW_HORIZON = """
+SELECT count(*) FROM events e WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())
+"""
+
+
+def after(point: Checkpoint, other: Checkpoint) -> bool:
+    """True when `point` comes after `other` in delivery order."""
+    return (point.tx, point.position) > (other.tx, other.position)
+
+
+@dataclass
+class Batch:
+    """Events read in one go: the decoded ones of the wanted types, and where reading stopped."""
+
+    events: list[Delivered] = field(default_factory=list)
+    end: Checkpoint | None = None  # the last (tx, position) read, wanted or not
+    read: int = 0  # rows read, wanted or not
+    classes: list[type[ev.Event]] = field(default_factory=list)  # of each event, in order
+
+    def handled_by(self, handles: frozenset[type[ev.Event]]) -> list[Delivered]:
+        """The events of the classes in `handles`, in order."""
+        if handles.issuperset(self.classes):  # busy projectors handle all: no copy
+            return self.events
+        return list(compress(self.events, map(handles.__contains__, self.classes)))
+
+
+async def read_batch(
+    conn: psycopg.AsyncConnection[Any],
+    start: Checkpoint,
+    limit: int,
+    types: Collection[str],
+    until: Checkpoint = END,
+) -> Batch:
+    """Up to `limit` committed events after `start` (and not after `until`), in delivery order.
+
+    Only events whose type is in `types` are decoded; the others still move `end` forward, so a
+    projector with rare events does not rescan the same stretch of log on every poll.
+    """
+    batch, _ = await _read(
+        conn,
+        READ_BATCH,
+        {
+            "types": list(types),
+            "tx": str(start.tx),
+            "position": start.position,
+            "until_tx": str(until.tx),
+            "until_position": until.position,
+            "limit": limit,
+        },
+    )
+    return batch
+
+
+MemberCursor = tuple[int, int, int]  # (guild_id, stream, version)
+
+
+async def read_member_chunk(
+    conn: psycopg.AsyncConnection[Any],
+    start: MemberCursor,
+    horizon: str,
+    limit: int,
+    types: Collection[str],
+) -> tuple[Batch, MemberCursor | None]:
+    """Up to `limit` events after `start` in member order, all with `tx < horizon` (rebuilds).
+
+    Each stream's events come in its delivery order; streams follow each other. The batch's
+    `end` is unset (this is not delivery order); the cursor to continue from is returned.
+    """
+    guild, stream, version = start
+    params = {
+        "types": list(types),
+        "guild": guild,
+        "stream": stream,
+        "version": version,
+        "horizon": horizon,
+        "limit": limit,
+    }
+    batch, cursor = await _read(conn, READ_MEMBER_CHUNK, params)
+    batch.end = None
+    return batch, cursor
+
+
+async def _read(
+    conn: psycopg.AsyncConnection[Any], query: sql.Composed, params: dict[str, Any]
+) -> tuple[Batch, MemberCursor | None]:
+    cur = conn.cursor(binary=True)
+    await cur.execute(query, params)
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return Batch(), None
+    rows = _decode_rows(row[0])
+    batch = Batch(read=len(rows))
+    last = rows[-1]
+    batch.end = Checkpoint(tx=last.tx, position=last.position)
+    if _Stored in set(map(type, rows)):
+        batch.events = [_upcast(r) for r in rows if not isinstance(r, _Skipped)]
+    else:
+        batch.events = [r for r in rows if type(r) is Delivered]
+    batch.classes = list(map(type, map(_event_of, batch.events)))
+    guild, stream, version = row[1]
+    return batch, (guild, stream, version)
+
+
+_event_of = attrgetter("event")
+
+
+def _upcast(row: Delivered | _Stored) -> Delivered:
+    if isinstance(row, Delivered):
+        return row
+    event = ev.decode(row.data, row.type_name, row.schema_version)
+    return Delivered(row.tx, row.position, row.guild_id, event)
+
+
+async def horizon(conn: psycopg.AsyncConnection[Any]) -> str:
+    """The snapshot horizon now: every transaction below it has finished."""
+    cur = await conn.execute(HORIZON)
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def last_before(conn: psycopg.AsyncConnection[Any], point: str) -> Checkpoint | None:
+    """The last event in delivery order with `tx < point` (None when there is none)."""
+    cur = await conn.execute(LAST_BEFORE, (point,))
+    row = await cur.fetchone()
+    return Checkpoint(tx=int(row[0]), position=row[1]) if row else None
+
+
+async def last_below_horizon(conn: psycopg.AsyncConnection[Any]) -> Checkpoint | None:
+    """The last event every reader can see now (None for an empty log)."""
+    cur = await conn.execute(LAST_BELOW_HORIZON)
+    row = await cur.fetchone()
+    return Checkpoint(tx=int(row[0]), position=row[1]) if row else None
+
+
+async def count_below_horizon(conn: psycopg.AsyncConnection[Any]) -> int:
+    """How many events every reader can see now (a rebuild's progress total)."""
+    cur = await conn.execute(COUNT_BELOW_HORIZON)
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,105 @@
+"""The leaderboards projector: scores per board and period (`leaderboard_scores`) and the score
+histogram that answers ranks without a scan (`leaderboard_buckets`).
+
+A member gets a row in a (board, period) when an event in that period changes that board's score
+(XP for 'xp', LC earned for 'lc'), and keeps it. Every change of a row's score moves one member
+between buckets, so the histogram always counts exactly the rows of its (board, period).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+
+from ledger import events as ev
+from ledger.member import xp_delta
+from projections.flows import lc_earned
+from projections.periods import ALL_TIME, day_periods, score_bucket, utc_day
+from projections.projector import Delivered, Overlay, Projector
+from projections.projectors.wallets import LC_EVENTS
+from projections.tables import Column, Table, cols
+
+SCORES = Table(
+    "leaderboard_scores",
+    key=(
+        Column("guild_id", "int8"),
+        Column("board", "text"),
+        Column("period", "text"),
+        Column("member_id", "int8"),
+    ),
+    values=(Column("score", "int8", "set"),),
+    kind="state",
+    member_index=3,
+)
+
+BUCKETS = Table(
+    "leaderboard_buckets",
+    key=(
+        Column("guild_id", "int8"),
+        Column("board", "text"),
+        Column("period", "text"),
+        Column("bucket", "int8"),
+    ),
+    values=cols("members"),
+    kind="counter",
+    drop_zero=True,
+    member_index=None,
+)
+
+ScoreKey = tuple[int, str, str, int]
+XP_EVENTS: frozenset[type[ev.Event]] = frozenset({ev.XpGranted, ev.GamePlayed, ev.Reverted})
+
+
+class LeaderboardsProjector(Projector):
+    """Sums a batch per member and UTC day, rolls days up into periods, moves histogram counts."""
+
+    name = "leaderboards"
+    handles = LC_EVENTS | XP_EVENTS
+    tables = (SCORES, BUCKETS)
+
+    async def apply(self, batch: Sequence[Delivered], state: Overlay) -> None:
+        """Fold the batch's XP and LC-earned changes into every period they fall in."""
+        # [xp, xp changed, lc earned, lc changed] per (guild, member, day): one dict update per
+        # event instead of eight (two boards x four periods).
+        days: dict[tuple[int, int, int], list[int]] = {}
+        for d in batch:
+            event = d.event
+            kind = type(event)
+            xp = xp_delta(event) if kind in XP_EVENTS else 0
+            earned = lc_earned(event) if kind in LC_EVENTS else 0
+            if not xp and not earned:
+                continue
+            at = event.at
+            day = at.toordinal() if at.tzinfo is UTC else utc_day(at)  # utc_day's fast path
+            day_key = (d.guild_id, event.member_id, day)
+            acc = days.get(day_key)
+            if acc is None:
+                days[day_key] = [xp, xp != 0, earned, earned != 0]
+            else:
+                if xp:
+                    acc[0] += xp
+                    acc[1] = True
+                if earned:
+                    acc[2] += earned
+                    acc[3] = True
+        totals: dict[ScoreKey, int] = {}
+        for (guild, member, day), (xp, xp_changed, earned, earned_changed) in days.items():
+            periods = (ALL_TIME, *day_periods(day))
+            for board, amount, changed in (("xp", xp, xp_changed), ("lc", earned, earned_changed)):
+                if not changed:
+                    continue
+                for period in periods:
+                    key = (guild, board, period, member)
+                    totals[key] = totals.get(key, 0) + amount
+        await state.load(SCORES, totals)
+        for key, amount in totals.items():
+            row = state.get(SCORES, key)
+            score = amount if row is None else row[0] + amount
+            state.put(SCORES, key, (score,))
+            guild, board, period, _ = key
+            new_bucket = score_bucket(score)
+            if row is None:
+                state.add(BUCKETS, (guild, board, period, new_bucket), (1,))
+            elif (old_bucket := score_bucket(row[0])) != new_bucket:
+                state.add(BUCKETS, (guild, board, period, old_bucket), (-1,))
+                state.add(BUCKETS, (guild, board, period, new_bucket), (1,))

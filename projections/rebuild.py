@@ -1,0 +1,301 @@
+"""Blue/green rebuild: fold the whole log into shadow tables, then swap them in atomically.
+
+1. Shadow tables are created empty in `projection_shadow` with `LIKE ... INCLUDING ALL`.
+2. The log is streamed in chunks (no transaction: each read is its own snapshot) and folded in
+   memory by the projectors' own code. The overlay is flushed into the shadows with COPY only
+   when it grows past `max_rows`, each flush its own short transaction: no long writing
+   transaction holds the snapshot horizon back and stalls the live projectors.
+3. Once a read comes back short (the live horizon is near), the rest is flushed and analysed.
+4. One short transaction locks the projectors' checkpoint rows (live batches wait), folds the
+   last events that arrived meanwhile, moves the live tables to `projection_retired` and the
+   shadows into their place, and sets the checkpoints to where the shadows are. The gateway's
+   queries see the old tables or the new ones, never a half-built one. A live worker resumes
+   from the new checkpoint; its own in-flight batch fails its compare-and-set and is re-read.
+
+A rebuild replays history: overlays are created with `live=False`, so nothing with an effect
+outside the read tables (the outbox) may fire from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import errors as pgerr
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from ledger.store import Checkpoint
+from projections import checkpoints
+from projections.bulk import SHADOW_SCHEMA, Shadow, fold_batch, fold_by_member
+from projections.log import count_below_horizon, read_batch
+from projections.projector import Projector
+from projections.projectors import select
+from projections.tables import TableIO
+
+log = logging.getLogger(__name__)
+
+RETIRED_SCHEMA = "projection_retired"
+DEFAULT_CHUNK = 50_000
+DEFAULT_MAX_ROWS = 250_000
+SWAP_ATTEMPTS = 5
+
+LIVE_SCHEMA = """
+SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = to_regclass('projector_checkpoints')
+"""
+
+LOCK_CHECKPOINTS = """
+SELECT projector FROM projector_checkpoints WHERE projector = ANY(%s::text[])
+ ORDER BY projector FOR UPDATE
+"""
+
+SET_CHECKPOINT = """
+UPDATE projector_checkpoints
+   SET tx = %s::text::xid8, position = %s, events_applied = %s, updated_at = now(),
+       rebuilt_at = now()
+ WHERE projector = %s
+"""
+
+
+class RebuildBusy(RuntimeError):
+    """Another rebuild of the same projector is running."""
+
+
+class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What a rebuild did."""
+
+    projectors: list[str]
+    events: int  # log events read
+    applied: dict[str, int]  # events folded, per projector
+    checkpoint: tuple[int, int]  # (tx, position) the swapped-in tables are at
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        """Log events read per second."""
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+async def rebuild(
+    pool: AsyncConnectionPool,
+    names: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> RebuildReport:
+    """Rebuild `names` (all projectors when None) from the log and swap the result in.
+
+    `progress(done, total)` is called after each chunk with events read so far and the events
+    visible when the rebuild started (more may arrive). Memory stays bounded by `chunk_size`
+    events plus `max_rows` pending rows. Raises RebuildBusy if one of them is being rebuilt.
+    """
+    projectors = select(names)
+    started = time.monotonic()
+    async with pool.connection() as conn, pool.connection() as reader:
+        taken: list[str] = []
+        try:
+            for projector in projectors:
+                if not await checkpoints.try_lock(conn, checkpoints.REBUILD_CLASS, projector.name):
+                    raise RebuildBusy(f"projector {projector.name} is already being rebuilt")
+                taken.append(projector.name)
+            live_schema = await _live_schema(conn)
+            await _create_shadows(conn, projectors, live_schema)
+            io = TableIO(conn, SHADOW_SCHEMA)
+            shadows = [Shadow(p, io) for p in projectors]
+            total = await count_below_horizon(conn)
+
+            def report(done: int) -> None:
+                if progress is not None:
+                    progress(done, max(total, done))
+
+            folded, point = 0, Checkpoint()
+            if all(p.member_local for p in projectors):
+                async with pool.connection() as writer:
+                    folded, point = await fold_by_member(
+                        conn, reader, writer, shadows, chunk_size, max_rows, report
+                    )
+            more, point = await _fold_log(
+                conn, reader, shadows, point, folded, chunk_size, max_rows, report
+            )
+            for shadow in shadows:
+                await _flush(conn, shadow)
+            await _analyze(conn, projectors)
+            point, tail = await _swap(conn, shadows, point, chunk_size, live_schema)
+            await _drop_retired(conn, projectors)
+        finally:
+            for name in taken:
+                await checkpoints.unlock(conn, checkpoints.REBUILD_CLASS, name)
+            await conn.execute("DISCARD TEMP")
+    return RebuildReport(
+        projectors=[p.name for p in projectors],
+        events=folded + more + tail,
+        applied={s.projector.name: s.applied for s in shadows},
+        checkpoint=(point.tx, point.position),
+        seconds=time.monotonic() - started,
+    )
+
+
+async def _live_schema(conn: psycopg.AsyncConnection[Any]) -> str:
+    cur = await conn.execute(LIVE_SCHEMA)
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError("the projection tables are missing: run the migrations first")
+    return str(row[0])
+
+
+async def _create_shadows(
+    conn: psycopg.AsyncConnection[Any], projectors: Sequence[Projector], live_schema: str
+) -> None:
+    for projector in projectors:
+        for table in projector.tables:
+            shadow = sql.Identifier(SHADOW_SCHEMA, table.name)
+            await conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(
+                    sql.Identifier(RETIRED_SCHEMA, table.name)
+                )
+            )
+            await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(shadow))
+            await conn.execute(
+                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                    shadow, sql.Identifier(live_schema, table.name)
+                )
+            )
+
+
+async def _flush(conn: psycopg.AsyncConnection[Any], shadow: Shadow) -> None:
+    async with conn.transaction():
+        await shadow.state.flush(TableIO(conn, SHADOW_SCHEMA))
+    # Everything is in the shadow now; later chunks read back what they touch.
+    shadow.state.clear()
+
+
+async def _fold_log(
+    conn: psycopg.AsyncConnection[Any],
+    reader: psycopg.AsyncConnection[Any],
+    shadows: Sequence[Shadow],
+    point: Checkpoint,
+    done: int,
+    chunk_size: int,
+    max_rows: int,
+    progress: Callable[[int], None],
+) -> tuple[int, Checkpoint]:
+    """Fold the log after `point` in delivery order up to (about) the live horizon.
+
+    Returns the events read and where it stopped. The next chunk is read on `reader` while this
+    one is folded; the overlay goes to the shadows when it holds more than `max_rows` rows.
+    """
+    types = frozenset().union(*(s.projector.type_names() for s in shadows))
+    read = 0
+    next_read = asyncio.ensure_future(read_batch(reader, point, chunk_size, types))
+    try:
+        while True:
+            batch = await next_read
+            if batch.end is None:
+                break
+            if batch.read == chunk_size:
+                next_read = asyncio.ensure_future(read_batch(reader, batch.end, chunk_size, types))
+            await fold_batch(shadows, batch)
+            point, read = batch.end, read + batch.read
+            progress(done + read)
+            if sum(s.state.size() for s in shadows) > max_rows:
+                for shadow in shadows:
+                    await _flush(conn, shadow)
+            if batch.read < chunk_size:
+                break
+    finally:
+        # A read still in flight (after an error) must end before `reader` goes back to the pool.
+        with contextlib.suppress(Exception):
+            await next_read
+    return read, point
+
+
+async def _analyze(conn: psycopg.AsyncConnection[Any], projectors: Sequence[Projector]) -> None:
+    # Fresh tables have no statistics; the first queries after the swap must plan well.
+    for projector in projectors:
+        for table in projector.tables:
+            await conn.execute(
+                sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW_SCHEMA, table.name))
+            )
+
+
+async def _swap(
+    conn: psycopg.AsyncConnection[Any],
+    shadows: Sequence[Shadow],
+    point: Checkpoint,
+    chunk_size: int,
+    live_schema: str,
+) -> tuple[Checkpoint, int]:
+    """Catch the shadows up and swap them in, in one transaction; retried on lock timeouts."""
+    names = [s.projector.name for s in shadows]
+    await checkpoints.ensure(conn, names)
+    types = frozenset().union(*(s.projector.type_names() for s in shadows))
+    for attempt in range(SWAP_ATTEMPTS):
+        applied_before = [s.applied for s in shadows]
+        tail, end = 0, point
+        try:
+            async with conn.transaction():
+                await conn.execute(LOCK_CHECKPOINTS, (names,))
+                while True:  # the events that arrived since the last chunk
+                    batch = await read_batch(conn, end, chunk_size, types)
+                    if batch.end is None:
+                        break
+                    await fold_batch(shadows, batch)
+                    tail, end = tail + batch.read, batch.end
+                io = TableIO(conn, SHADOW_SCHEMA)
+                for shadow in shadows:
+                    await shadow.state.flush(io)
+                await _move_tables(conn, shadows, live_schema)
+                for shadow in shadows:
+                    await conn.execute(
+                        SET_CHECKPOINT,
+                        (str(end.tx), end.position, shadow.applied, shadow.projector.name),
+                    )
+        except pgerr.LockNotAvailable:
+            # A long query on a live table: the shadows lost the tail; fold it again.
+            for shadow, applied in zip(shadows, applied_before, strict=True):
+                shadow.state.clear()
+                shadow.applied = applied
+            log.warning("rebuild swap could not lock the live tables (attempt %d)", attempt + 1)
+            await asyncio.sleep(0.5 * (attempt + 1))
+            continue
+        for shadow in shadows:
+            shadow.state.clear()
+        return end, tail
+    raise RuntimeError("rebuild could not swap the tables in: they stayed locked by queries")
+
+
+async def _move_tables(
+    conn: psycopg.AsyncConnection[Any], shadows: Sequence[Shadow], live_schema: str
+) -> None:
+    for shadow in shadows:
+        for table in shadow.projector.tables:
+            await conn.execute(
+                sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                    sql.Identifier(live_schema, table.name), sql.Identifier(RETIRED_SCHEMA)
+                )
+            )
+            await conn.execute(
+                sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                    sql.Identifier(SHADOW_SCHEMA, table.name), sql.Identifier(live_schema)
+                )
+            )
+
+
+async def _drop_retired(
+    conn: psycopg.AsyncConnection[Any], projectors: Sequence[Projector]
+) -> None:
+    for projector in projectors:
+        for table in projector.tables:
+            await conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(
+                    sql.Identifier(RETIRED_SCHEMA, table.name)
+                )
+            )

@@ -1,0 +1,228 @@
+"""Projection workers: catch-up, exactly-once delivery, out-of-order commits, leases, NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from ledger import commands as cmd
+from ledger import events as ev
+from ledger.store import NOTIFY_CHANNEL
+from projections import catch_up, run_workers, status
+from projections import worker as worker_module
+from projections.engine import Engine
+from projections.log import after, last_below_horizon
+from projections.projectors import PROJECTORS
+from tests.fix_db import LedgerEnv
+from tests.fix_projections import (
+    G,
+    Traffic,
+    assert_tables_equal_fold,
+    execute_all,
+    project,
+    simulate,
+)
+
+AT = datetime(2024, 6, 1, 12, tzinfo=UTC)
+
+INSERT_EVENT = """
+INSERT INTO events (guild_id, stream, version, type, data, meta)
+VALUES (%s, %s, %s, %s, %s::jsonb, '{"command_id": "raw"}'::jsonb)
+RETURNING position, pg_current_xact_id()::text
+"""
+
+
+def _insert(conn: psycopg.Connection, member: int, version: int, event: ev.Event) -> int:
+    row = conn.execute(
+        INSERT_EVENT, (G, member, version, ev.event_type(event), ev.encode(event).decode())
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_catch_up_folds_the_log(traffic_env: LedgerEnv) -> None:
+    total = traffic_env.sql("SELECT count(*) FROM events")[0][0]
+    assert project(traffic_env) == total
+    assert_tables_equal_fold(traffic_env)
+    assert project(traffic_env) == 0
+
+
+def test_catch_up_in_steps_matches_one_go(env: LedgerEnv) -> None:
+    simulate(env, seed=11, count=120)
+    project(env, batch_size=7)
+    simulate(env, seed=12, count=120)
+    project(env, batch_size=1000)
+    assert_tables_equal_fold(env)
+
+
+def test_out_of_order_commit_reaches_every_projector_once(env: LedgerEnv) -> None:
+    """T1 takes the lower position but commits last; neither event is skipped or doubled."""
+    env.run(env.ledger.execute(cmd.Join(guild_id=G, command_id="early", member_id=3, at=AT)))
+    with psycopg.connect(env.url) as t1, psycopg.connect(env.url) as t2:
+        low = _insert(t1, 1, 1, ev.MemberJoined(member_id=1, at=AT, starting_balance=25))
+        high = _insert(t2, 2, 1, ev.MemberJoined(member_id=2, at=AT, starting_balance=25))
+        _insert(
+            t2,
+            2,
+            2,
+            ev.XpGranted(member_id=2, at=AT, source="admin", base=50, multiplier_pct=100, xp=50),
+        )
+        assert low < high
+        t2.commit()
+        # T2 is committed, but T1 is still open with a lower xid: only the early event may be
+        # delivered, or a position-ordered reader would move past `low` for good.
+        assert project(env) == 1
+        assert env.sql("SELECT member_id FROM balances") == [(3,)]
+        held = env.run(status(env.store.pool))
+        assert all(s.held_back_events == 2 for s in held)
+        assert all(
+            s.held_back_by is not None and s.held_back_by.pid == t1.info.backend_pid for s in held
+        )
+        t1.commit()
+    assert project(env) == 3
+    assert sorted(env.sql("SELECT member_id, balance FROM balances")) == [(1, 25), (2, 25), (3, 25)]
+    assert_tables_equal_fold(env)
+    assert all(
+        s.lag_events == 0 and s.held_back_by is None for s in env.run(status(env.store.pool))
+    )
+
+
+def test_interleaved_commits_under_load(env: LedgerEnv) -> None:
+    """Many transactions committing in shuffled order while a worker keeps catching up."""
+    conns = [psycopg.connect(env.url) for _ in range(4)]
+    try:
+        for round_ in range(6):
+            for i, conn in enumerate(conns):
+                member = 10 + i
+                version = round_ + 1
+                event = (
+                    ev.MemberJoined(member_id=member, at=AT, starting_balance=25)
+                    if round_ == 0
+                    else ev.LcMinted(
+                        member_id=member, at=AT, amount=round_ * 10 + i, reason="admin"
+                    )
+                )
+                _insert(conn, member, version, event)
+            for conn in reversed(conns) if round_ % 2 else conns:
+                conn.commit()
+                project(env, batch_size=3)
+    finally:
+        for conn in conns:
+            conn.close()
+    assert_tables_equal_fold(env)
+
+
+def test_two_concurrent_workers_never_double_apply(
+    env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "CLAIM_INTERVAL", 0.05)
+    pool = env.store.pool
+    commands = Traffic(seed=21).commands(250)
+
+    async def scenario() -> set[int | None]:
+        stop = asyncio.Event()
+        workers = [
+            asyncio.create_task(run_workers(pool, stop=stop, batch_size=9, poll_interval=0.05))
+            for _ in range(2)
+        ]
+        await execute_all(env, commands[:120])
+        await catch_up(pool)  # waits for whoever holds the leases
+        await execute_all(env, commands[120:])
+        await catch_up(pool)
+        leases = {s.lease_pid for s in await status(pool)}
+        stop.set()
+        await asyncio.gather(*workers)
+        return leases
+
+    leases = env.run(scenario())
+    assert None not in leases and 1 <= len(leases) <= 2
+    assert_tables_equal_fold(env)
+    # The workers gave their leases back on the way out.
+    assert all(s.lease_pid is None for s in env.run(status(pool)))
+
+
+def test_racing_engines_without_leases_apply_each_batch_once(env: LedgerEnv) -> None:
+    """Even with the leases bypassed, the checkpoint compare-and-set lets one batch win."""
+    simulate(env, seed=31, count=200)
+    pool = env.store.pool
+
+    async def racer(batch_size: int) -> None:
+        async with pool.connection() as conn:
+            target = await last_below_horizon(conn)
+            assert target is not None
+            engine = Engine(conn, batch_size=batch_size, raise_errors=True)
+            await engine.add(list(PROJECTORS.values()))
+            while any(after(target, r.checkpoint) for r in engine.running.values()):
+                await engine.step()
+
+    async def race() -> None:
+        await asyncio.gather(racer(5), racer(5), racer(8))
+
+    env.run(race())
+    assert_tables_equal_fold(env)
+
+
+def test_worker_wakes_on_notify(env: LedgerEnv) -> None:
+    """With polling far away, only the NOTIFY hint can bring the new event in quickly."""
+    pool = env.store.pool
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_workers(pool, stop=stop, poll_interval=3600))
+        try:
+            for _ in range(500):  # the worker claims its leases and goes to sleep
+                if all(s.leased for s in await status(pool)):
+                    break
+                await asyncio.sleep(0.01)
+            await env.ledger.execute(cmd.Join(guild_id=G, command_id="j1", member_id=5, at=AT))
+            async with pool.connection() as conn:
+                await conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+            for _ in range(1000):
+                if (await status(pool))[0].lag_events == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert all(s.lag_events == 0 for s in await status(pool))
+        finally:
+            stop.set()
+            await task
+
+    env.run(scenario())
+    assert env.sql("SELECT balance FROM balances WHERE member_id = 5") == [(25,)]
+
+
+def test_catch_up_of_selected_projectors_only(traffic_env: LedgerEnv) -> None:
+    env = traffic_env
+    env.run(catch_up(env.store.pool, ["wallets"]))
+    assert env.sql("SELECT count(*) FROM levels") == [(0,)]
+    assert env.sql("SELECT count(*) FROM balances")[0][0] > 0
+    project(env)
+    assert_tables_equal_fold(env)
+
+
+def test_rows_of_another_schema_version_take_the_decode_path(env: LedgerEnv) -> None:
+    """A payload stored at another schema version goes through `ledger.events.decode` (which
+    upcasts) and is still delivered in its place in the order."""
+    simulate(env, seed=61, count=40)
+    with psycopg.connect(env.url) as conn:
+        for version, (schema, event) in enumerate(
+            [
+                (0, ev.MemberJoined(member_id=99, at=AT, starting_balance=30)),
+                (1, ev.LcMinted(member_id=99, at=AT, amount=5, reason="admin")),
+                (0, ev.LcBurned(member_id=99, at=AT, amount=2, reason="admin")),
+            ],
+            start=1,
+        ):
+            conn.execute(
+                "INSERT INTO events (guild_id, stream, version, type, schema_version, data, meta) "
+                'VALUES (%s, 99, %s, %s, %s, %s::jsonb, \'{"command_id": "old"}\'::jsonb)',
+                (G, version, ev.event_type(event), schema, ev.encode(event).decode()),
+            )
+    simulate(env, seed=62, count=20)
+    project(env, batch_size=13)
+    assert env.sql("SELECT balance, minted, burned FROM balances WHERE member_id = 99") == [
+        (33, 35, 2)
+    ]
+    assert_tables_equal_fold(env)
