@@ -21,9 +21,11 @@ from typing import Any
 
 import psycopg
 
-from gateway import cli_audit, cli_bot, cli_commands, cli_data
+from gateway import cli_audit, cli_bot, cli_commands, cli_data, cli_projections
 from ledger.database import EmbeddedPostgres, Settings
 from ledger.errors import DatabaseUnavailable, LedgerError
+from ledger.migrations import MigrationError
+from projections import UnknownProjector
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         cli_data.add_arguments(name, sub.add_parser(name, help=help_text))
     for name, help_text in cli_bot.EXTRA.items():
         cli_bot.add_arguments(name, sub.add_parser(name, help=help_text))
+    for name, help_text in cli_projections.EXTRA.items():
+        cli_projections.add_arguments(name, sub.add_parser(name, help=help_text))
     return parser
 
 
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         **cli_audit.HANDLERS,
         **cli_data.HANDLERS,
         **cli_bot.HANDLERS,
+        **cli_projections.HANDLERS,
     }
     try:
         if args.command == "db":
@@ -124,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     except LedgerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
+    except MigrationError as exc:
+        print(f"error: the database schema disagrees with this version: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except UnknownProjector as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _first_line(exc: BaseException) -> str:

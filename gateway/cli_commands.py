@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import sys
@@ -18,10 +19,13 @@ import psycopg
 from gateway.bench.runner import render_markdown, render_text, run_bench
 from gateway.progress import Progress
 from gateway.simulation import SimulationConfig, simulate
+from ledger.chain import seal, verify_chain
 from ledger.database import EmbeddedPostgres, Settings, resolve_database
 from ledger.ingest import CommandBatcher
 from ledger.migrations import migrate
-from ledger.runtime import open_services
+from ledger.runtime import Services, open_services
+from projections import catch_up, queries, verify
+from projections.leaderboard import leaderboard
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -92,7 +96,41 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
             f"refused: {dict(report.refused)}; no-op: {dict(report.noop)}; "
             f"not forwarded (bots, webhooks): {report.ignored}"
         )
-    return 0
+        return await _project_and_verify(services, guild_id)
+
+
+async def _project_and_verify(services: Services, guild_id: int) -> int:
+    """Catch the projectors up, show the guild, verify tables and chain; 1 on a mismatch."""
+    began = time.monotonic()
+    applied = await catch_up(services.pool)
+    print(f"projected {applied:,} events in {time.monotonic() - began:.1f}s")
+    board = await leaderboard(services.pool, guild_id, "xp", "all", limit=10)
+    print(f"\nXP leaderboard ({board.members} members):")
+    for entry in board.entries:
+        profile = await queries.profile(services.pool, guild_id, entry.member_id)
+        level = profile.level if profile else 0
+        print(f"  #{entry.rank:<3} <@{entry.member_id}>  level {level:>3}  {entry.score:>8,} XP")
+    money = await queries.economy(services.pool, guild_id)
+    print(
+        f"\neconomy: {money.wallets} wallets, {money.total_balance:,} LC in wallets = "
+        f"{money.minted:,} minted - {money.burned:,} burned; {money.transferred:,} LC transferred"
+    )
+    began = time.monotonic()
+    report = await verify(services.pool)
+    await seal(services.pool)
+    chain = await verify_chain(services.pool, guild_id)
+    digest = hashlib.sha256("".join(t.digest for t in report.tables).encode()).hexdigest()
+    print(
+        f"\nverify ({time.monotonic() - began:.1f}s): {len(report.tables)} tables, "
+        f"{report.events:,} events replayed, digest {digest[:32]}"
+    )
+    for table in report.tables:
+        if not table.ok:
+            print(f"  MISMATCH in {table.table}: {table.difference_count} rows differ")
+    print(f"hash chain: {'ok' if chain.ok else 'BROKEN'} ({chain.events:,} events sealed)")
+    ok = report.ok and chain.ok and money.total_balance == money.minted - money.burned
+    print("verify: OK" if ok else "verify: MISMATCH")
+    return 0 if ok else 1
 
 
 async def bench(args: argparse.Namespace, settings: Settings) -> int:
