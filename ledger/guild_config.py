@@ -63,6 +63,8 @@ class GuildConfig(msgspec.Struct, frozen=True, kw_only=True):
     pay_confirm_above: int = 1000
     card_accent: int = 0x5865F2
     card_background: int = 0x2B2D31
+    # slash commands a member may run per minute (0: no limit); enforced by the gateway
+    command_rate_per_minute: int = 20
 
 
 DEFAULT_CONFIG = GuildConfig()
