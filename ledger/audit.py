@@ -18,21 +18,17 @@ from ledger import events as ev
 from ledger.errors import InvalidInput
 from ledger.member import NEW_MEMBER, MemberState, evolve, item_delta, lc_delta, xp_delta
 from ledger.rules.admin import REVERTIBLE
-from ledger.store import row_to_recorded
+from ledger.store import EVENT_COLUMNS, row_to_recorded
 
-_COLUMNS = (
-    "position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, "
-    "data::text, meta::text, recorded_at"
-)
 MEMBER_EVENTS = f"""
-SELECT {_COLUMNS} FROM events
+SELECT {EVENT_COLUMNS} FROM events
  WHERE guild_id = %(guild)s AND stream = %(member)s
    AND (%(as_of)s::timestamptz IS NULL OR recorded_at <= %(as_of)s)
    AND (%(position)s::bigint IS NULL OR position <= %(position)s)
  ORDER BY version
 """  # noqa: S608 (a constant column list, no input)
 GUILD_EVENTS = f"""
-SELECT {_COLUMNS} FROM events
+SELECT {EVENT_COLUMNS} FROM events
  WHERE guild_id = %(guild)s AND stream <> 0
    AND (%(as_of)s::timestamptz IS NULL OR recorded_at <= %(as_of)s)
    AND (%(position)s::bigint IS NULL OR position <= %(position)s)

@@ -19,22 +19,13 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from ledger.store import EVENT_COLUMNS, READ_AFTER
+
 SEALER_LOCK_ID = 0x1ED6E9
 GENESIS = b"\x00" * 32
 
-_EVENT_COLUMNS = (
-    "position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, data::text, "
-    "meta::text, recorded_at"
-)
-READ_AFTER = f"""
-SELECT {_EVENT_COLUMNS} FROM events
- WHERE (tx, position) > (%s::text::xid8, %s)
-   AND tx < pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY tx, position
- LIMIT %s
-"""  # noqa: S608 (a constant column list, no input)
 GUILD_IN_ORDER = f"""
-SELECT {_EVENT_COLUMNS} FROM events
+SELECT {EVENT_COLUMNS} FROM events
  WHERE guild_id = %s AND (tx, position) <= (%s::text::xid8, %s)
  ORDER BY tx, position
 """  # noqa: S608 (a constant column list, no input)

@@ -17,18 +17,16 @@ from pathlib import Path
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
-EXPORT = """
-SELECT position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, data::text,
-       meta::text, recorded_at
-  FROM events
+from ledger.store import EVENT_COLUMNS
+
+EXPORT = f"""
+SELECT {EVENT_COLUMNS} FROM events
  WHERE guild_id = %(guild)s AND (%(member)s::bigint IS NULL OR stream = %(member)s)
  ORDER BY position
-"""
-BY_POSITIONS = """
-SELECT position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, data::text,
-       meta::text, recorded_at
-  FROM events WHERE guild_id = %s AND position = ANY(%s::bigint[])
-"""
+"""  # noqa: S608 (a constant column list, no input)
+BY_POSITIONS = f"""
+SELECT {EVENT_COLUMNS} FROM events WHERE guild_id = %s AND position = ANY(%s::bigint[])
+"""  # noqa: S608 (a constant column list, no input)
 
 
 class ExportedEvent(msgspec.Struct, frozen=True):

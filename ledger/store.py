@@ -100,13 +100,15 @@ SELECT c.result::text,
   FROM commands c WHERE c.guild_id = %s AND c.command_id = %s
 """
 
-_COLUMNS = (
+# Every stored column of an event, in the order `row_to_recorded` reads them. The xid is
+# selected as text under another name: ORDER BY tx must bind to the xid8 column, not to it.
+EVENT_COLUMNS = (
     "position, tx::text AS tx_text, guild_id, stream, version, type, schema_version, "
     "data::text, meta::text, recorded_at"
 )
 
 READ_AFTER = f"""
-SELECT {_COLUMNS} FROM events
+SELECT {EVENT_COLUMNS} FROM events
  WHERE (tx, position) > (%s::text::xid8, %s)
    AND tx < pg_snapshot_xmin(pg_current_snapshot())
  ORDER BY tx, position
@@ -114,10 +116,10 @@ SELECT {_COLUMNS} FROM events
 """  # noqa: S608 (a constant column list, no input)
 
 READ_POSITIONS = f"""
-SELECT {_COLUMNS} FROM events
+SELECT {EVENT_COLUMNS} FROM events
  WHERE guild_id = %s AND position = ANY(%s::bigint[])
 UNION
-SELECT {_COLUMNS} FROM events other
+SELECT {EVENT_COLUMNS} FROM events other
  WHERE (other.tx, other.guild_id, other.meta->>'command_id') IN (
         SELECT tx, guild_id, meta->>'command_id' FROM events
          WHERE guild_id = %s AND position = ANY(%s::bigint[])
@@ -127,7 +129,7 @@ SELECT {_COLUMNS} FROM events other
 """  # noqa: S608 (a constant column list, no input)
 
 READ_STREAM = f"""
-SELECT {_COLUMNS} FROM events
+SELECT {EVENT_COLUMNS} FROM events
  WHERE guild_id = %s AND stream = %s AND version > %s
  ORDER BY version
 """  # noqa: S608 (a constant column list, no input)
