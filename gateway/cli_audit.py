@@ -65,6 +65,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--reason", default="", help="why (kept in the log)")
         parser.add_argument("--by", type=int, default=0, help=CLI_ACTOR_HELP)
         parser.add_argument("--yes", action="store_true", help="apply without asking")
+        parser.add_argument(
+            "--on-shortfall",
+            choices=["refuse", "clamp"],
+            default="refuse",
+            help="when a member no longer holds what is reverted: refuse (default), or clamp "
+            "(take back what they hold; the rest is recorded as a shortfall)",
+        )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -178,6 +185,7 @@ async def revert(args: argparse.Namespace, settings: Settings) -> int:
             actor=cmd.Actor(args.by, is_moderator=True, is_admin=True),
             reason=args.reason,
             source="cli",
+            on_shortfall=args.on_shortfall,
         )
         preview = await services.ledger.preview(command)
         members = sorted(preview.members)

@@ -201,6 +201,7 @@ class Revert(Command, frozen=True, kw_only=True):
     actor: Actor
     positions: tuple[int, ...]
     reason: str = ""
+    on_shortfall: str = "refuse"  # or "clamp": take back only what members still hold
     # Filled by the service with the members the reverted events touched.
     touched: tuple[int, ...] = ()
 

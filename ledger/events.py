@@ -198,6 +198,8 @@ class Reverted(Event, frozen=True, kw_only=True, tag="reverted"):
     item_delta: int = 0
     actor_id: int = 0
     reason: str = ""
+    shortfall: int = 0  # LC that could not be taken back (revert with on_shortfall=clamp)
+    item_shortfall: int = 0
 
 
 AnyEvent = (

@@ -161,3 +161,33 @@ def test_revert_that_would_go_negative_is_refused(env: LedgerEnv) -> None:
 def test_revert_selection_needs_a_criterion(env: LedgerEnv) -> None:
     with pytest.raises(InvalidInput):
         env.run(select_for_revert(env.store.pool, G))
+
+
+def test_revert_with_clamp_takes_back_what_is_left_and_records_the_shortfall(
+    env: LedgerEnv,
+) -> None:
+    grant = env.run(
+        env.ledger.execute(
+            cmd.AdminGrant(guild_id=G, command_id="g", member_id=1, actor=ADMIN, lc=100, at=T0)
+        )
+    )
+    env.run(
+        env.ledger.execute(
+            cmd.Transfer(guild_id=G, command_id="t", from_id=1, to_id=2, amount=120, at=T0)
+        )
+    )
+    minted = tuple(
+        p for p, t in zip(grant.positions, grant.events, strict=True) if t == "lc_minted"
+    )
+    refused = cmd.Revert(guild_id=G, command_id="r", actor=ADMIN, positions=minted)
+    with pytest.raises(InsufficientFunds) as caught:
+        env.run(env.ledger.execute(refused))
+    assert "short of 95 LC" in caught.value.message and "clamp" in caught.value.message
+    clamped = cmd.Revert(
+        guild_id=G, command_id="r2", actor=ADMIN, positions=minted, on_shortfall="clamp"
+    )
+    outcome = env.run(env.ledger.execute(clamped))
+    assert outcome.members[1].balance == 0
+    data = env.sql("SELECT data FROM events WHERE type = 'reverted'")[0][0]
+    assert data["lc_delta"] == -5 and data["shortfall"] == 95  # type: ignore[index]
+    assert env.run(check_guild(env.store.pool, G)).ok

@@ -7,7 +7,13 @@ from typing import Any
 
 from ledger import commands as cmd
 from ledger import events as ev
-from ledger.errors import InvalidAmount, InvalidInput, NotPermitted, UnknownMember
+from ledger.errors import (
+    InsufficientFunds,
+    InvalidAmount,
+    InvalidInput,
+    NotPermitted,
+    UnknownMember,
+)
 from ledger.guild_config import GuildConfig, validate_setting
 from ledger.member import item_delta, lc_delta, xp_delta
 from ledger.rules.draft import Decision, Draft, check_amount, check_id, check_text
@@ -159,11 +165,15 @@ def _edited(config: GuildConfig, key: str, op: str, value: Any) -> Any:
 def revert(draft: Draft, c: cmd.Revert, originals: Sequence[ev.Recorded]) -> Decision:
     """Compensate each original event with a `Reverted` that names its position.
 
-    Already-reverted positions are skipped (a revert is idempotent); one that would leave a
-    balance or an item count negative is refused as a whole.
+    Already-reverted positions are skipped (a revert is idempotent). One that would leave a
+    balance or an item count negative is refused as a whole, with what is short, unless
+    `on_shortfall` is "clamp": then only what the member holds is taken back, and the rest is
+    recorded in the event as `shortfall` (LC) / `item_shortfall`.
     """
     _require_admin(c.actor)
     reason = check_text(c.reason, "Reason")
+    if c.on_shortfall not in ("refuse", "clamp"):
+        raise InvalidInput("On a shortfall a revert can `refuse` or `clamp`.")
     if not c.positions:
         raise InvalidInput("Name at least one event position to revert.")
     if len(c.positions) > MAX_REVERT:
@@ -181,17 +191,30 @@ def revert(draft: Draft, c: cmd.Revert, originals: Sequence[ev.Recorded]) -> Dec
                 f"Event {recorded.position} ({ev.event_type(event)}) cannot be reverted."
             )
         item, count = item_delta(event)
+        state = draft.state(event.member_id)
+        lc, items = -lc_delta(event), -count
+        lc_short = max(0, -(state.balance + lc))
+        item_short = max(0, -(state.items.get(item, 0) + items)) if item else 0
+        if (lc_short or item_short) and c.on_shortfall == "refuse":
+            raise InsufficientFunds(
+                f"Reverting event {recorded.position} would leave <@{event.member_id}> short of "
+                + (f"{lc_short} LC" if lc_short else f"{item_short} x {item}")
+                + " (they spent or moved it since). Re-run with on_shortfall=clamp to take back "
+                "only what they hold; the rest is recorded as a shortfall."
+            )
         draft.add(
             ev.Reverted(
                 member_id=event.member_id,
                 at=c.at,
                 position=recorded.position,
-                lc_delta=-lc_delta(event),
+                lc_delta=lc + lc_short,
                 xp_delta=-xp_delta(event),
                 item=item,
-                item_delta=-count,
+                item_delta=items + item_short,
                 actor_id=c.actor.user_id,
                 reason=reason,
+                shortfall=lc_short,
+                item_shortfall=item_short,
             )
         )
     if not draft.events:
