@@ -18,6 +18,7 @@ from ledger.database import Settings, resolve_database
 from ledger.errors import InvalidInput
 from ledger.runtime import open_services
 from ledger.stats import guild_stats
+from projections import queries
 
 CLI_ACTOR_HELP = "Discord id of the operator doing this (recorded as the actor; default 0)"
 
@@ -86,9 +87,23 @@ async def audit(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(resolve_database(settings)) as services:
         result = await statement(services.pool, args.guild, args.member, _cutoff(args))
         loaded = await services.store.load(args.guild, [], [args.member])
+        wallet = await queries.balance(services.pool, args.guild, args.member)
+        levels = await queries.profile(services.pool, args.guild, args.member)
     current = loaded.states.get(args.member)
     whole = args.as_of is None and args.at is None
     agrees = not whole or current is None or current == result.closing
+    # the read tables may lag the log (no worker running): shown, never an error
+    read_tables = {
+        "balance": wallet.balance if wallet else 0,
+        "xp": levels.xp if levels else 0,
+        "level": levels.level if levels else 0,
+    }
+    closing = result.closing
+    tables_agree = read_tables == {
+        "balance": closing.balance,
+        "xp": closing.xp,
+        "level": closing.level,
+    }
     if args.json:
         print_json(
             {
@@ -103,6 +118,8 @@ async def audit(args: argparse.Namespace, settings: Settings) -> int:
                     "active_warnings": len(result.closing.warnings),
                 },
                 "matches_state": agrees,
+                "read_tables": read_tables,
+                "matches_read_tables": tables_agree,
             }
         )
     else:
@@ -120,6 +137,12 @@ async def audit(args: argparse.Namespace, settings: Settings) -> int:
             f"closing: {c.balance} LC, {c.xp} XP, level {c.level}, items {c.items or '{}'}, "
             f"{len(c.warnings)} active warnings" + ("" if agrees else "  MISMATCH with state")
         )
+        if whole:
+            print(
+                "read tables agree"
+                if tables_agree
+                else f"read tables say {read_tables} (behind the log? see `ledger status`)"
+            )
     return 0 if agrees else 1
 
 

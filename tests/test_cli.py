@@ -88,6 +88,7 @@ def test_status_audit_and_usage_errors(
         "SELECT balance FROM balances WHERE guild_id = %s AND member_id = %s", (GUILD, member)
     )
     assert statement["matches_state"] and [(statement["closing"]["balance"],)] == balance
+    assert statement["matches_read_tables"]
     assert main(["rebuild", "no-such-projector"]) == 2
     assert "unknown projector" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage:
