@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import psycopg
@@ -51,6 +51,9 @@ SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.oid = to_regclass('projector_checkpoints')
 """
 
+COUNT_STREAMS = "SELECT count(*) FROM streams"
+ROWS_PER_MEMBER = 8
+
 LOCK_CHECKPOINTS = """
 SELECT projector FROM projector_checkpoints WHERE projector = ANY(%s::text[])
  ORDER BY projector FOR UPDATE
@@ -62,6 +65,9 @@ UPDATE projector_checkpoints
        rebuilt_at = now()
  WHERE projector = %s
 """
+
+
+Order = Literal["auto", "delivery", "member"]
 
 
 class RebuildBusy(RuntimeError):
@@ -90,12 +96,18 @@ async def rebuild(
     *,
     chunk_size: int = DEFAULT_CHUNK,
     max_rows: int = DEFAULT_MAX_ROWS,
+    order: Order = "auto",
 ) -> RebuildReport:
     """Rebuild `names` (all projectors when None) from the log and swap the result in.
 
     `progress(done, total)` is called after each chunk with events read so far and the events
     visible when the rebuild started (more may arrive). Memory stays bounded by `chunk_size`
     events plus `max_rows` pending rows. Raises RebuildBusy if one of them is being rebuilt.
+
+    `order`: "delivery" streams the log in delivery order, the cheapest read, best while the
+    tables fit in `max_rows` (beyond that, rows are flushed and read back); "member" folds
+    member by member (`projections.bulk`), never reading rows back, best for guilds too big
+    for memory; "auto" picks by the number of member streams.
     """
     projectors = select(names)
     started = time.monotonic()
@@ -117,7 +129,7 @@ async def rebuild(
                     progress(done, max(total, done))
 
             folded, point = 0, Checkpoint()
-            if all(p.member_local for p in projectors):
+            if await _member_order(conn, projectors, order, max_rows):
                 async with pool.connection() as writer:
                     folded, point = await fold_by_member(
                         conn, reader, writer, shadows, chunk_size, max_rows, report
@@ -141,6 +153,23 @@ async def rebuild(
         checkpoint=(point.tx, point.position),
         seconds=time.monotonic() - started,
     )
+
+
+async def _member_order(
+    conn: psycopg.AsyncConnection[Any],
+    projectors: Sequence[Projector],
+    order: Order,
+    max_rows: int,
+) -> bool:
+    if order == "delivery" or not all(p.member_local for p in projectors):
+        return False
+    if order == "member":
+        return True
+    # Reading in member order costs random heap reads; it pays off only when the members' rows
+    # would not fit in memory (counting a handful of rows per member).
+    cur = await conn.execute(COUNT_STREAMS)
+    row = await cur.fetchone()
+    return bool(row and row[0] * ROWS_PER_MEMBER > max_rows)
 
 
 async def _live_schema(conn: psycopg.AsyncConnection[Any]) -> str:

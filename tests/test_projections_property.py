@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import timedelta
+from typing import Literal
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -48,12 +49,18 @@ def _digests(env: LedgerEnv) -> dict[str, str]:
     return {t.table: t.digest for t in report.tables}
 
 
-@given(drawn=specs, batch_size=st.integers(1, 40), chunk_size=st.integers(1, 60))
+@given(
+    drawn=specs,
+    batch_size=st.integers(1, 40),
+    chunk_size=st.integers(1, 60),
+    order=st.sampled_from(["delivery", "member"]),
+)
 def test_tables_equal_the_fold_after_catch_up_and_rebuild(
     env: LedgerEnv,
     drawn: list[tuple[str, int, int, int, int, int]],
     batch_size: int,
     chunk_size: int,
+    order: Literal["delivery", "member"],
 ) -> None:
     # One database for all examples, one new guild per example: earlier guilds must stay intact.
     guild = next(_guilds)
@@ -61,7 +68,7 @@ def test_tables_equal_the_fold_after_catch_up_and_rebuild(
     env.run(catch_up(env.store.pool, batch_size=batch_size))
     assert_tables_equal_fold(env)
     live = _digests(env)
-    env.run(rebuild(env.store.pool, chunk_size=chunk_size, max_rows=chunk_size * 3))
+    env.run(rebuild(env.store.pool, chunk_size=chunk_size, max_rows=chunk_size * 3, order=order))
     assert_tables_equal_fold(env)
     first = _digests(env)
     env.run(rebuild(env.store.pool))
