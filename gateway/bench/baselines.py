@@ -36,7 +36,7 @@ VALUES (1, :s, 1, 'xp_granted', '{"type":"xp_granted","member_id":1,"at":"2026-0
 """
 HUNDRED_ROWS = r"""\set s random(1, 9000000000000)
 INSERT INTO bench_raw_events (guild_id, stream, version, type, data, meta)
-SELECT 1, :s * 1000 + g, 1, 'xp_granted', '{"type":"xp_granted","member_id":1,"at":"2026-01-01T00:00:00Z","source":"message","base":20,"multiplier_pct":100,"xp":20,"channel_id":5,"ref_id":7}', '{"command_id":"c"}'
+SELECT 1, :s::bigint * 1000 + g, 1, 'xp_granted', '{"type":"xp_granted","member_id":1,"at":"2026-01-01T00:00:00Z","source":"message","base":20,"multiplier_pct":100,"xp":20,"channel_id":5,"ref_id":7}', '{"command_id":"c"}'
   FROM generate_series(1, 100) AS g;
 """
 
