@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
+
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
 
 from ledger import commands as cmd
@@ -15,7 +17,11 @@ from tests.fix_db import LedgerEnv
 
 
 def app_url(env: LedgerEnv) -> str:
-    return make_conninfo(env.url, user="ledger_app", password="")
+    """Log in as ledger_app; a fresh password makes it work under password auth too."""
+    password = secrets.token_hex(16)
+    with psycopg.connect(env.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE ledger_app PASSWORD {}").format(sql.Literal(password)))
+    return make_conninfo(env.url, user="ledger_app", password=password)
 
 
 def test_the_app_role_runs_the_service(env: LedgerEnv) -> None:
