@@ -29,6 +29,7 @@ from gateway.locale import FrenchTranslator
 from gateway.member_commands import MemberCommands
 from gateway.moderation_commands import ModerationCommands
 from gateway.outbox import run_outbox
+from gateway.rate_limit import CommandRateLimit
 from gateway.scheduler import build_scheduler
 from ledger.runtime import Services
 
@@ -95,6 +96,7 @@ class LedgerBot(commands.Bot):
         tree = self.tree
         assert isinstance(tree, LedgerTree)
         self.deps = CommandDeps(services, tree.in_flight)
+        tree.rate_limit = CommandRateLimit(self.deps.guild_config)
         self._draining = False
         self.scheduler: AsyncIOScheduler | None = None
         self._outbox_stop = asyncio.Event()

@@ -20,6 +20,7 @@ import sys
 import discord
 
 from gateway.bot import BotConfigError, BotSettings, LedgerBot
+from gateway.cli_projections import start_health
 from ledger.database import Settings, resolve_database
 from ledger.runtime import open_services
 from projections import run_workers
@@ -46,6 +47,12 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             action="store_true",
             help="also run the projection workers in this process (small deployments)",
         )
+        parser.add_argument(
+            "--health-port",
+            type=int,
+            default=0,
+            help="serve /healthz and /metrics on 127.0.0.1:PORT (default: off)",
+        )
 
 
 def _stop_on_signals(bot: LedgerBot) -> None:
@@ -67,6 +74,7 @@ async def run_bot(args: argparse.Namespace, settings: Settings) -> int:
         bot_settings = dataclasses.replace(bot_settings, sync_commands=False)
     url = resolve_database(settings)
     async with open_services(url, spool_dir=settings.data_dir / "spool") as services:
+        health = await start_health(services, args.health_port)
         stop_projectors = asyncio.Event()
         projectors = (
             asyncio.create_task(run_workers(services.pool, stop=stop_projectors), name="projectors")
@@ -93,6 +101,8 @@ async def run_bot(args: argparse.Namespace, settings: Settings) -> int:
             )
             return EXIT_REJECTED
         finally:
+            if health is not None:
+                await health.stop()
             if projectors is not None:
                 stop_projectors.set()
                 for result in await asyncio.gather(projectors, return_exceptions=True):

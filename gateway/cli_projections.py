@@ -81,7 +81,7 @@ async def project(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(
         resolve_database(settings), max_connections=2 * args.workers + 4
     ) as services:
-        health = await _start_health(services, args.health_port)
+        health = await start_health(services, args.health_port)
         print(f"projecting ({args.workers} worker(s)); Ctrl-C to stop", file=sys.stderr)
         try:
             await asyncio.gather(
@@ -95,7 +95,8 @@ async def project(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _start_health(services: Services, port: int) -> HealthServer | None:
+async def start_health(services: Services, port: int) -> HealthServer | None:
+    """Serve /healthz and /metrics on 127.0.0.1:`port` (off when 0), for bots and workers."""
     if not port:
         return None
 

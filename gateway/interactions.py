@@ -17,6 +17,7 @@ import discord
 from discord import app_commands
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.rate_limit import CommandRateLimit
 from ledger import commands as cmd
 from ledger.errors import LedgerError, NotPermitted
 from ledger.guild_config import GuildConfig
@@ -193,11 +194,22 @@ class LedgerTree(app_commands.CommandTree[discord.Client]):
     def __init__(self, client: discord.Client, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         self.in_flight = InFlight()
+        self.rate_limit: CommandRateLimit | None = None  # set by the bot
 
     async def interaction_check(self, interaction: Interaction, /) -> bool:
-        """Every command is tracked until it ends; none start while shutting down."""
+        """Every command is tracked until it ends; none start while shutting down, and none
+        beyond the member's per-minute limit."""
         if interaction.type is discord.InteractionType.autocomplete:
             return not self.in_flight.closing  # suggestions change nothing: not tracked
+        if self.rate_limit is not None and interaction.guild_id is not None:
+            wait = await self.rate_limit.wait_for(interaction.guild_id, interaction.user.id)
+            if wait > 0:
+                await send(
+                    interaction,
+                    f"You are going a bit fast: try again in {max(1, round(wait))} s.",
+                    ephemeral=True,
+                )
+                return False
         self.in_flight.enter()
         return True
 

@@ -60,3 +60,12 @@ async def _to_thread(fn, *args):  # type: ignore[no-untyped-def]
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
+
+
+def test_ledger_bot_accepts_a_health_port() -> None:
+    from gateway.cli import build_parser
+
+    args = build_parser().parse_args(["bot", "--health-port", "9187"])
+    assert args.health_port == 9187
+    args = build_parser().parse_args(["project", "--health-port", "9188", "--workers", "2"])
+    assert (args.health_port, args.workers) == (9188, 2)
