@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except LedgerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
+    except psycopg.Error as exc:  # refused by the server: privileges, constraints, timeouts
+        print(f"error: the database refused: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:  # a file named on the command line: missing, unreadable, a directory
         where = f" {exc.filename}" if exc.filename else ""
         print(f"error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)

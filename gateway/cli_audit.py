@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.cli_commands import app_services
 from ledger import commands as cmd
 from ledger.audit import Cutoff, guild_as_of, select_for_revert, statement
-from ledger.database import Settings, resolve_database
+from ledger.database import Settings
 from ledger.errors import InvalidInput
-from ledger.runtime import open_services
 from ledger.stats import guild_stats
 from projections import queries
 
@@ -84,7 +84,7 @@ async def audit(args: argparse.Namespace, settings: Settings) -> int:
     """Print a member's statement; exit 1 if its closing figures disagree with the log's."""
     from gateway.cli import print_json
 
-    async with open_services(resolve_database(settings)) as services:
+    async with app_services(settings) as services:
         result = await statement(services.pool, args.guild, args.member, _cutoff(args))
         loaded = await services.store.load(args.guild, [], [args.member])
         wallet = await queries.balance(services.pool, args.guild, args.member)
@@ -150,7 +150,7 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
     """Print a guild's balances, levels and XP leaderboard as of a moment."""
     from gateway.cli import print_json
 
-    async with open_services(resolve_database(settings)) as services:
+    async with app_services(settings) as services:
         states = await guild_as_of(services.pool, args.guild, _cutoff(args))
     ranked = sorted(states.items(), key=lambda kv: (-kv[1].xp, kv[0]))
     summary: dict[str, Any] = {
@@ -182,7 +182,7 @@ async def revert(args: argparse.Namespace, settings: Settings) -> int:
     """Preview a revert, then (with --yes or on confirmation) append compensating events."""
     from gateway.cli import print_json
 
-    async with open_services(resolve_database(settings)) as services:
+    async with app_services(settings) as services:
         if args.positions:
             try:
                 positions = sorted({int(p) for p in args.positions.split(",") if p.strip()})
@@ -256,7 +256,7 @@ async def stats(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.charts import render_stats
     from gateway.cli import print_json
 
-    async with open_services(resolve_database(settings)) as services:
+    async with app_services(settings) as services:
         result = await guild_stats(services.pool, args.guild)
     summary: dict[str, Any] = {
         "guild": args.guild,

@@ -20,9 +20,9 @@ import sys
 import discord
 
 from gateway.bot import BotConfigError, BotSettings, LedgerBot
+from gateway.cli_commands import app_services
 from gateway.cli_projections import start_health
-from ledger.database import Settings, resolve_database
-from ledger.runtime import open_services
+from ledger.database import Settings
 from projections import run_workers
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,7 @@ async def run_bot(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     if args.no_sync:
         bot_settings = dataclasses.replace(bot_settings, sync_commands=False)
-    url = resolve_database(settings)
-    async with open_services(url, spool_dir=settings.data_dir / "spool") as services:
+    async with app_services(settings, spool_dir=settings.data_dir / "spool") as services:
         health = await start_health(services, args.health_port)
         stop_projectors = asyncio.Event()
         projectors = (

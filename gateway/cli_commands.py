@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from gateway.bench.runner import render_markdown, render_text, run_bench
 from gateway.progress import Progress
 from gateway.simulation import SimulationConfig, simulate
 from ledger.chain import seal, verify_chain
-from ledger.database import EmbeddedPostgres, Settings, resolve_database
+from ledger.database import EmbeddedPostgres, Settings, resolve_app_url, resolve_database
 from ledger.ingest import CommandBatcher
 from ledger.migrations import migrate
 from ledger.runtime import Services, open_services
@@ -55,6 +56,19 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--markdown", metavar="FILE", help="also write a Markdown table")
 
 
+@contextlib.asynccontextmanager
+async def app_services(
+    settings: Settings, max_connections: int = 20, spool_dir: Path | None = None
+) -> AsyncIterator[Services]:
+    """The database in use (started if embedded), migrated as its owner, with services that
+    run as the least-privileged application role."""
+    url = resolve_database(settings)
+    async with open_services(
+        url, max_connections, spool_dir, app_url=resolve_app_url(settings, url)
+    ) as services:
+        yield services
+
+
 async def migrate_database(settings: Settings) -> list[str]:
     """Apply pending migrations to the database in use."""
     url = resolve_database(settings)
@@ -71,7 +85,6 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
     guild_id = args.guild or random.randint(10**17, 10**18)
     started = time.monotonic()
     print("starting PostgreSQL ...", file=sys.stderr)
-    url = resolve_database(settings)
     config = SimulationConfig(
         guild_id=guild_id,
         members=args.members,
@@ -79,7 +92,7 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         writers=args.writers,
     )
-    async with open_services(url) as services:
+    async with app_services(settings) as services:
         print(f"simulating guild {guild_id}: {args.members} members, ~{args.events} events")
         batchers = [CommandBatcher(services.ingestor) for _ in range(args.writers)]
         runners = [asyncio.create_task(b.run()) for b in batchers]

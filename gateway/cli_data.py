@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.cli_audit import positive_int
+from gateway.cli_commands import app_services
 from gateway.progress import Progress
 from ledger import commands as cmd
-from ledger.database import Settings, resolve_database
+from ledger.database import Settings
 from ledger.errors import InvalidInput, LedgerError
 from ledger.export import export_lines
 from ledger.mee6 import LEADERBOARD_URL, fetch_pages, import_commands, parse_pages
 from ledger.profiles import forget as forget_profile
 from ledger.profiles import remember_names
-from ledger.runtime import open_services
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ async def import_data(args: argparse.Namespace, settings: Settings) -> int:
     actor = cmd.Actor(args.by, is_moderator=True, is_admin=True)
     commands = import_commands(args.guild, board, actor, datetime.now(UTC))
     imported = skipped = 0
-    async with open_services(resolve_database(settings)) as services:
+    async with app_services(settings) as services:
         await remember_names(
             services.pool,
             args.guild,
@@ -94,7 +94,7 @@ async def import_data(args: argparse.Namespace, settings: Settings) -> int:
 
 async def export(args: argparse.Namespace, settings: Settings) -> int:
     """Write the guild's (or member's) events as JSON Lines with a digest trailer."""
-    async with open_services(resolve_database(settings)) as services:
+    async with app_services(settings) as services:
         out = await asyncio.to_thread(args.output.open, "wb") if args.output else sys.stdout.buffer
         try:
             async for line in export_lines(services.pool, args.guild, args.member):
@@ -114,7 +114,7 @@ async def forget(args: argparse.Namespace, settings: Settings) -> int:
     """Erase a member's personal data; the log, its totals and its chain are untouched."""
     from gateway.cli import print_json
 
-    async with open_services(resolve_database(settings)) as services:
+    async with app_services(settings) as services:
         erased = await forget_profile(services.pool, args.member, args.guild)
     if args.json:
         print_json({"member": args.member, "profiles_erased": erased})

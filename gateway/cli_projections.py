@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.cli_commands import app_services
 from gateway.health import HealthServer, database_healthy, services_collector
 from gateway.progress import Progress
 from ledger.chain import run_sealer, seal, verify_chain
@@ -78,9 +79,7 @@ async def project(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with open_services(
-        resolve_database(settings), max_connections=2 * args.workers + 4
-    ) as services:
+    async with app_services(settings, max_connections=2 * args.workers + 4) as services:
         health = await start_health(services, args.health_port)
         print(f"projecting ({args.workers} worker(s)); Ctrl-C to stop", file=sys.stderr)
         try:
@@ -168,7 +167,7 @@ def print_verify(report: VerifyReport) -> None:
 
 async def verify_command(args: argparse.Namespace, settings: Settings) -> int:
     """Replay the log and compare with the live tables (and the chain, or an export)."""
-    async with open_services(resolve_database(settings)) as services:
+    async with app_services(settings) as services:
         if args.export:
             checked = await check_export(services.pool, args.export)
             if args.json:
@@ -215,7 +214,7 @@ async def verify_command(args: argparse.Namespace, settings: Settings) -> int:
 
 async def status_command(args: argparse.Namespace, settings: Settings) -> int:
     """Checkpoints, lag and what holds each projector back."""
-    async with open_services(resolve_database(settings)) as services:
+    async with app_services(settings) as services:
         rows = await status(services.pool)
     if args.json:
         print(msgspec.json.encode(rows).decode())

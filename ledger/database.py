@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,17 @@ class Settings:
 
     database_url: str | None
     data_dir: Path
+    database_app_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read `DATABASE_URL` and `LEDGER_DATA_DIR` (default `./.ledger`)."""
         data_dir = Path(environ.get("LEDGER_DATA_DIR") or Path.cwd() / ".ledger")
-        return cls(database_url=environ.get("DATABASE_URL") or None, data_dir=data_dir)
+        return cls(
+            database_url=environ.get("DATABASE_URL") or None,
+            data_dir=data_dir,
+            database_app_url=environ.get("DATABASE_APP_URL") or None,
+        )
 
 
 class EmbeddedPostgres:
@@ -97,6 +103,24 @@ def resolve_database(settings: Settings, keep_running: bool = False) -> str:
     if settings.database_url:
         return settings.database_url
     return EmbeddedPostgres(settings.data_dir).start(keep_running=keep_running)
+
+
+APP_ROLE = "ledger_app"
+
+
+def resolve_app_url(settings: Settings, owner_url: str) -> str | None:
+    """Where the services connect: as `ledger_app` (sql/004_app_role.sql).
+
+    The embedded server trusts local connections, so the role logs in on the same socket.
+    With `DATABASE_URL`, `DATABASE_APP_URL` names the role's own login; without it the
+    services use the owner's URL (logged once: give the role a password and set it).
+    """
+    if settings.database_app_url:
+        return settings.database_app_url
+    if not settings.database_url:
+        return make_conninfo(owner_url, user=APP_ROLE)
+    log.warning("DATABASE_APP_URL is not set: services run as the schema owner")
+    return None
 
 
 def make_pool(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ledger.database import make_pool
@@ -32,16 +33,22 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def open_services(
-    url: str, max_connections: int = 20, spool_dir: Path | None = None
+    url: str,
+    max_connections: int = 20,
+    spool_dir: Path | None = None,
+    app_url: str | None = None,
 ) -> AsyncIterator[Services]:
-    """Open a pool on `url`, apply migrations, run the NOTIFY hinter and the batcher.
+    """Apply migrations on `url` (the schema owner), then open the services' pool on
+    `app_url` (the least-privileged application role) or, without one, on `url`; run the
+    NOTIFY hinter and the batcher.
 
     With `spool_dir`, XP grants that meet a database outage are spooled there and replayed
     when it is back. On exit the batcher drains what is queued before the pool closes.
     """
-    async with make_pool(url, min_size=2, max_size=max_connections) as pool:
-        async with pool.connection() as conn:
-            await migrate(conn)
+    owner = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    async with owner:
+        await migrate(owner)
+    async with make_pool(app_url or url, min_size=2, max_size=max_connections) as pool:
         store = EventStore(pool)
         ingestor = BatchIngestor(store)
         spool = Spool(spool_dir) if spool_dir else None

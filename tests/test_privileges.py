@@ -54,3 +54,28 @@ def test_the_app_role_cannot_rewrite_history(env: LedgerEnv, statement: str) -> 
     ):
         conn.execute(statement.encode())
     assert env.sql("SELECT count(*) FROM events")[0][0] == 1
+
+
+def test_the_app_role_keeps_its_privileges_on_rebuilt_tables(env: LedgerEnv) -> None:
+    from projections import catch_up, rebuild, verify
+
+    env.run(
+        env.ledger.execute(cmd.Transfer(guild_id=1, command_id="t", from_id=1, to_id=2, amount=5))
+    )
+    env.run(rebuild(env.store.pool))  # as the owner: new tables swapped in
+
+    async def as_app() -> bool:
+        async with make_pool(app_url(env), min_size=1, max_size=4) as pool:
+            await Ledger(EventStore(pool)).execute(
+                cmd.Transfer(guild_id=1, command_id="t2", from_id=2, to_id=1, amount=3)
+            )
+            await catch_up(pool)
+            return (await verify(pool)).ok
+
+    assert env.run(as_app())
+    # the log itself stayed append-only for the role
+    grants = env.sql(
+        "SELECT privilege_type FROM information_schema.role_table_grants "
+        "WHERE table_name = 'events' AND grantee = 'ledger_app' ORDER BY 1"
+    )
+    assert [g for (g,) in grants] == ["INSERT", "SELECT"]
