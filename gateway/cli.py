@@ -14,12 +14,15 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import re
 import sys
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from gateway import cli_audit, cli_bot, cli_commands, cli_data, cli_projections
 from ledger.database import EmbeddedPostgres, Settings
@@ -104,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+            handler.addFilter(RedactSecrets())
     settings = Settings.from_env()
     handlers: dict[str, Handler] = {
         "migrate": _migrate,
@@ -133,11 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the database refused: {_first_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:  # a file named on the command line: missing, unreadable, a directory
-        where = f" {exc.filename}" if exc.filename else ""
+        where = f" {exc.filename!r}" if exc.filename else ""  # quoted: one line, always
         print(f"error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILED
     except MigrationError as exc:
-        print(f"error: the database schema disagrees with this version: {exc}", file=sys.stderr)
+        print(
+            f"error: the database schema disagrees with this version: {redact(str(exc))}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     except UnknownProjector as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -146,7 +155,39 @@ def main(argv: list[str] | None = None) -> int:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return redact(text[0]) if text else type(exc).__name__
+
+
+# libpq quotes a connection string it cannot parse whole, password included.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s/@:]*:)[^\s@/]*(?=@)", re.I)
+_KEY_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+
+def redact(text: str, environ: Mapping[str, str] = os.environ) -> str:
+    """`text` with database passwords replaced by `***`: the ones in `DATABASE_URL` and
+    `DATABASE_APP_URL`, and any in a URL (`user:password@`) or a `password=` pair."""
+    for name in ("DATABASE_URL", "DATABASE_APP_URL"):
+        try:
+            password = conninfo_to_dict(environ.get(name) or "").get("password")
+        except psycopg.Error:  # malformed: the patterns below still find it
+            password = None
+        if password:
+            text = text.replace(str(password), "***")
+    text = _URL_PASSWORD.sub(r"\g<head>***", text)
+    return _KEY_PASSWORD.sub(r"\g<head>***", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Scrub database passwords from every log record a handler emits (its message, and the
+    text of its traceback; the exception itself is left for other handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message and cache a scrubbed traceback text."""
+        record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(text)  # formatters print exc_text when it is set
+        return True
 
 
 def print_json(value: Any) -> None:

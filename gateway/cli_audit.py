@@ -32,15 +32,35 @@ def parse_time(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+MAX_ID = 2**63 - 1  # ids and positions are PostgreSQL bigints
+
+
 def positive_int(text: str) -> int:
-    """A positive integer argument."""
+    """A positive integer argument that fits a bigint (ids, positions, counts)."""
+    value = discord_id(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def discord_id(text: str) -> int:
+    """A whole number from 0 to 2**63 - 1 (a Discord id; 0 for the CLI's own actor)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"too large (at most {MAX_ID}): {text}")
     return value
+
+
+def file_path(text: str) -> Path:
+    """A file name (not empty, no NUL character: no file can have one)."""
+    if not text or "\x00" in text:
+        raise argparse.ArgumentTypeError(f"not a file name: {text!r}")
+    return Path(text)
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -55,7 +75,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name in ("replay", "stats"):
         parser.add_argument("--top", type=positive_int, default=10, help="how many to list")
     if name == "stats":
-        parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw charts")
+        parser.add_argument("--plot", type=file_path, metavar="FILE.png", help="draw charts")
     if name == "revert":
         which = parser.add_mutually_exclusive_group(required=True)
         which.add_argument("--positions", help="comma-separated event positions")
@@ -64,7 +84,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--since", type=parse_time, help="from this recorded time")
         parser.add_argument("--until", type=parse_time, help="up to this recorded time")
         parser.add_argument("--reason", default="", help="why (kept in the log)")
-        parser.add_argument("--by", type=int, default=0, help=CLI_ACTOR_HELP)
+        parser.add_argument("--by", type=discord_id, default=0, help=CLI_ACTOR_HELP)
         parser.add_argument("--yes", action="store_true", help="apply without asking")
         parser.add_argument(
             "--on-shortfall",

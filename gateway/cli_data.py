@@ -6,9 +6,8 @@ import argparse
 import asyncio
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
-from gateway.cli_audit import positive_int
+from gateway.cli_audit import discord_id, file_path, positive_int
 from gateway.cli_commands import app_services
 from gateway.progress import Progress
 from ledger import commands as cmd
@@ -25,16 +24,18 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "import":
         parser.add_argument("source", choices=["mee6"], help="where the data comes from")
         parser.add_argument("guild", type=positive_int, help="guild id to import into")
-        parser.add_argument("files", nargs="*", type=Path, help="saved leaderboard JSON pages")
+        parser.add_argument("files", nargs="*", type=file_path, help="saved leaderboard JSON pages")
         parser.add_argument(
             "--fetch", action="store_true", help="fetch the guild's public leaderboard (online)"
         )
         parser.add_argument("--url", default=LEADERBOARD_URL, help="page URL template")
-        parser.add_argument("--by", type=int, default=0, help="operator's Discord id")
+        parser.add_argument("--by", type=discord_id, default=0, help="operator's Discord id")
     elif name == "export":
         parser.add_argument("guild", type=positive_int, help="guild id")
         parser.add_argument("--member", type=positive_int, help="only this member's events")
-        parser.add_argument("--output", "-o", type=Path, help="file (default: standard output)")
+        parser.add_argument(
+            "--output", "-o", type=file_path, help="file (default: standard output)"
+        )
     elif name == "forget":
         parser.add_argument("member", type=positive_int, help="member id")
         parser.add_argument("--guild", type=positive_int, help="only in this guild")

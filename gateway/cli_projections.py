@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from gateway.cli_audit import file_path
 from gateway.cli_commands import app_services
 from gateway.health import HealthServer, database_healthy, services_collector
 from gateway.progress import Progress
@@ -55,7 +55,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             "--chain", action="store_true", help="also recompute the hash chain (tamper evidence)"
         )
         parser.add_argument(
-            "--export", type=Path, metavar="FILE", help="check an export file instead"
+            "--export", type=file_path, metavar="FILE", help="check an export file instead"
         )
         parser.add_argument("--max-differences", type=int, default=20, help="per table")
     if name in ("verify", "status", "rebuild"):

@@ -132,6 +132,10 @@ class CommandBatcher:
     `max_delay` 0 a flush takes whatever is queued the moment the previous flush returns, so an
     idle system answers at once and a busy one batches more; a positive `max_delay` waits that
     long for more commands (useful for XP, where a few milliseconds do not matter).
+
+    With a spool, order survives an outage: once grants have been spooled, every later flush
+    first replays the spool and only then appends its own commands. A spooled grant replayed
+    after a newer grant of the same member would meet that member's cooldown and earn nothing.
     """
 
     def __init__(
@@ -151,6 +155,11 @@ class CommandBatcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._flushes: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[tuple[cmd.AnyCommand, asyncio.Future[Result]]] = asyncio.Queue()
+        # Spooled grants not yet replayed (files left by a crash count too), and how many spool
+        # writes this batcher made: a replay that saw no new write leaves nothing behind.
+        self._spool_pending = spool is not None and bool(spool.pending_files())
+        self._spool_writes = 0
+        self._replaying = asyncio.Lock()
 
     async def execute(self, command: cmd.AnyCommand) -> Outcome:
         """Like `Ledger.execute`: the outcome, or the command's `LedgerError` raised."""
@@ -199,6 +208,8 @@ class CommandBatcher:
 
     async def _flush(self, pending: list[tuple[cmd.AnyCommand, asyncio.Future[Result]]]) -> None:
         try:
+            if self._spool_pending:
+                await self._replay_first()
             results = await self.ingestor.ingest([command for command, _ in pending])
         except DatabaseUnavailable as exc:
             await self._spool_or_fail(pending, exc)
@@ -214,6 +225,27 @@ class CommandBatcher:
             if not future.done():
                 future.set_result(result)
 
+    async def _replay_first(self) -> None:
+        """Replay what this batcher spooled before appending anything newer (in order).
+
+        Raises `DatabaseUnavailable` while the database is still away; the caller then spools
+        its own batch behind the rest."""
+        assert self.spool is not None
+        async with self._replaying:
+            if self._spool_pending:
+                # still away? then fail here, before a replay renames the spool file for nothing
+                await self.ingestor.store.horizon()
+            while self._spool_pending:
+                writes = self._spool_writes
+                try:
+                    count = await replay_spool(self.spool, self.ingestor)
+                except OSError:  # the disk, not the database: new traffic must not wait on it
+                    log.exception("could not replay the XP spool; the replayer will retry")
+                    return
+                log.info("replayed %d spooled XP grants before new traffic", count)
+                if writes == self._spool_writes:
+                    self._spool_pending = False
+
     async def _spool_or_fail(
         self,
         pending: list[tuple[cmd.AnyCommand, asyncio.Future[Result]]],
@@ -224,6 +256,8 @@ class CommandBatcher:
         if spoolable and self.spool is not None:
             try:
                 await asyncio.to_thread(self.spool.append, [c for c, _ in spoolable])
+                self._spool_pending = True
+                self._spool_writes += 1
             except OSError:
                 log.exception("could not write the XP spool")
                 spoolable = []
@@ -243,7 +277,10 @@ async def replay_spool(spool: Spool, ingestor: BatchIngestor, chunk: int = 500) 
     Stops at the first `DatabaseUnavailable`, leaving the file for the next attempt."""
     replayed = 0
     for path in await asyncio.to_thread(spool.take):
-        commands = await asyncio.to_thread(read_file, path)
+        try:
+            commands = await asyncio.to_thread(read_file, path)
+        except FileNotFoundError:  # another replayer (the batcher's, or the background one)
+            continue  # finished this file: every grant in it is appended
         for start in range(0, len(commands), chunk):
             for result in await ingestor.ingest(commands[start : start + chunk]):
                 if isinstance(result, LedgerError):

@@ -81,7 +81,12 @@ class Spool:
 
     def size(self) -> int:
         """Complete lines waiting for replay (for /metrics and status)."""
-        return sum(len(read_file(path)) for path in self.pending_files())
+        total = 0
+        with self._lock:  # not while `take` renames the active file
+            for path in self.pending_files():
+                with contextlib.suppress(FileNotFoundError):  # a replay just finished it
+                    total += len(read_file(path))
+        return total
 
     def take(self) -> list[Path]:
         """Freeze the active file for replay and return every file to replay."""

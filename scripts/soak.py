@@ -66,6 +66,7 @@ async def soak(url: str, minutes: float, rate: float, every: float) -> int:
         next_sample = started + 1.0
         sent = 0
         rss_start = process.memory_info().rss
+        rss_middle: int | None = None
         print(
             f"soak: guild {guild}, {rate:.0f} commands/s for {minutes} min, RSS "
             f"{rss_start / 2**20:.0f} MiB",
@@ -82,6 +83,8 @@ async def soak(url: str, minutes: float, rate: float, every: float) -> int:
                 rows = await status(services.pool)
                 lags.append(max((r.lag_seconds for r in rows), default=0.0))
                 next_sample += 1.0
+            if rss_middle is None and now - started >= 30 * minutes:
+                rss_middle = process.memory_info().rss
             if now >= next_report:
                 lag = lags[-1] if lags else 0.0
                 print(
@@ -94,18 +97,23 @@ async def soak(url: str, minutes: float, rate: float, every: float) -> int:
                 next_report += every
             await asyncio.sleep(0.01)  # pacing the generator, not synchronisation
         await asyncio.gather(*list(pending))
+        rss_end = process.memory_info().rss  # end of the load (verify below folds everything)
         stop.set()
         await asyncio.gather(*background)
         await catch_up(services.pool)
         await seal(services.pool)
         report = await verify(services.pool)
         chain = await verify_chain(services.pool, guild)
-        rss_end = process.memory_info().rss
+        rss_verified = process.memory_info().rss
+        appended = services.store.appended_events
+    ordered = sorted(lags or [0.0])
     print(
         f"done: {sent} commands, {refused} refused by the rules, {len(unexpected)} unexpected "
-        f"errors; RSS {rss_start / 2**20:.0f} -> {rss_end / 2**20:.0f} MiB; lag p50 "
-        f"{statistics.median(lags or [0]):.3f}s p99 "
-        f"{sorted(lags or [0])[int(0.99 * (len(lags) - 1))] if lags else 0:.3f}s; verify "
+        f"errors; {appended} events appended; RSS start/middle/end {rss_start / 2**20:.0f} / "
+        f"{(rss_middle or rss_end) / 2**20:.0f} / {rss_end / 2**20:.0f} MiB "
+        f"({rss_verified / 2**20:.0f} MiB after verify); lag "
+        f"({len(lags)} samples) p50 {statistics.median(ordered):.3f}s p99 "
+        f"{ordered[int(0.99 * (len(ordered) - 1))]:.3f}s max {ordered[-1]:.3f}s; verify "
         f"{'OK' if report.ok else 'MISMATCH'} ({report.events} events); chain "
         f"{'OK' if chain.ok else 'BROKEN'}"
     )

@@ -34,6 +34,9 @@ HOSTILE_TEXT = [
     "\ufeff",
     "line\nbreak",
     "%s %(x)s {0}",
+    "\ud800",  # a lone surrogate (what an undecodable byte becomes in Python)
+    "ok\udcffok",
+    "\u0663",  # an Arabic-Indic digit: int() accepts it
 ]
 HOSTILE_INTS = [0, -1, -(2**63), 2**63, 2**64, 10**30, True, False, 1.5, float("nan"), "5", None]
 
@@ -174,7 +177,94 @@ def test_cli_refuses_hostile_arguments_without_a_traceback(
     assert _events(env) == before
 
 
+CLI_TRIED = itertools.count(1)
+TOKENS = [
+    "0", "-1", "1", "2", "3", str(2**63 - 1), str(2**63), str(2**64), "1e9", "1.5", "0x10",
+    " 7", "", "1,2,abc", "--yes", "-", *HOSTILE_TEXT[2:],
+]  # fmt: skip
+numbers = st.one_of(st.integers(-3, 9).map(str), st.sampled_from(TOKENS))
+words = st.one_of(st.sampled_from(TOKENS), st.text(max_size=12))
+
+
+def _with(*options: st.SearchStrategy[list[str]]) -> st.SearchStrategy[list[str]]:
+    """Any subset of `options` (each a list of tokens), concatenated."""
+    return st.tuples(*(st.one_of(st.just([]), o) for o in options)).map(
+        lambda parts: [token for part in parts for token in part]
+    )
+
+
+def _opt(flag: str, value: st.SearchStrategy[str]) -> st.SearchStrategy[list[str]]:
+    return value.map(lambda v: [flag, v])
+
+
+JSON = st.just(["--json"])
+COMMAND_LINES = st.one_of(
+    st.tuples(st.just(["audit"]), numbers, numbers, _with(_opt("--as-of", words), JSON)).map(
+        lambda t: [*t[0], t[1], t[2], *t[3]]
+    ),
+    st.tuples(numbers, _with(_opt("--at", numbers), _opt("--top", numbers), JSON)).map(
+        lambda t: ["replay", t[0], *t[1]]
+    ),
+    st.tuples(
+        numbers,
+        st.one_of(_opt("--positions", words), _opt("--actor", numbers), _opt("--member", numbers)),
+        _with(
+            _opt("--since", words),
+            _opt("--until", words),
+            _opt("--reason", words),
+            _opt("--by", numbers),
+            _opt("--on-shortfall", st.sampled_from(["refuse", "clamp", "maybe"])),
+            st.just(["--yes"]),
+        ),
+    ).map(lambda t: ["revert", t[0], *t[1], *t[2]]),
+    st.tuples(numbers, _with(_opt("--member", numbers))).map(lambda t: ["export", t[0], *t[1]]),
+    st.tuples(numbers, _with(_opt("--guild", numbers), JSON)).map(
+        lambda t: ["forget", t[0], *t[1]]
+    ),
+    st.tuples(numbers, _with(_opt("--top", numbers), JSON)).map(lambda t: ["stats", t[0], *t[1]]),
+    st.tuples(numbers, st.lists(st.one_of(words, st.just("/")), max_size=2)).map(
+        lambda t: ["import", "mee6", t[0], *t[1]]
+    ),
+)
+
+
+@given(argv=COMMAND_LINES)
+def test_cli_refuses_hypothesis_built_command_lines(
+    env: LedgerEnv,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    next(CLI_TRIED)
+    monkeypatch.setenv("DATABASE_URL", env.url)
+    if not _events(env):  # a little history, so positions and members can exist
+        env.run(
+            env.ledger.execute(
+                cmd.Transfer(guild_id=1, command_id="h", from_id=1, to_id=2, amount=1)
+            )
+        )
+    before = _events(env)
+    try:
+        code = main(argv)
+    except SystemExit as usage:  # argparse's own usage errors
+        code = int(usage.code or 0)
+    err = capsys.readouterr().err
+    assert code in (0, 1, 2), (argv, code, err)
+    assert "Traceback" not in err, (argv, err)
+    if code == 1:
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (argv, err)
+    if code:
+        assert err.strip(), f"{argv} failed without saying why"
+        assert _events(env) == before, f"a refused {argv} appended events"
+    else:
+        assert _events(env) == before or argv[0] == "revert"  # only a valid revert appends
+
+
 def test_report_inputs_tried() -> None:
-    tried = next(TRIED) - 1
-    print(f"hostile inputs tried: {tried} commands + {len(ARGV)} command lines", file=sys.stderr)
-    assert tried > 0
+    tried, lines = next(TRIED) - 1, next(CLI_TRIED) - 1
+    print(
+        f"hostile inputs tried: {tried} commands + {len(ARGV)} fixed and {lines} generated "
+        f"command lines = {tried + len(ARGV) + lines}",
+        file=sys.stderr,
+    )
+    assert tried + lines > 0
