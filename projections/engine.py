@@ -27,7 +27,7 @@ from projections.tables import TableIO
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_BATCH_SIZE = 50_000
 MAX_BACKOFF_SECONDS = 60.0
 
 

@@ -3,7 +3,8 @@
 Every function takes the pool to read from (a replica's is fine: these only read) and answers
 with one or two indexed statements. Figures come from the read tables, so they trail a command
 by the projectors' lag; a command's own reply uses its result instead (read-your-writes).
-Leaderboards and ranks are in `projections.leaderboard`.
+Leaderboards and ranks are in `projections.leaderboard`; a member's history (re-exported
+here) in `projections.history`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Literal
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
-from ledger import events as ev
 from ledger.levels import progress
-from ledger.member import item_delta, lc_delta, xp_delta
+from projections.history import HistoryEntry as HistoryEntry
+from projections.history import HistoryPage as HistoryPage
+from projections.history import history as history
 from projections.leaderboard import count_above
 from projections.periods import ALL_TIME
 
@@ -67,20 +69,6 @@ SELECT position, member_id, action, moderator_id, warning_id, reason, at, active
  WHERE guild_id = %(guild)s AND position < %(before)s
    AND (%(member)s::bigint IS NULL OR member_id = %(member)s)
  ORDER BY position DESC
- LIMIT %(limit)s
-"""
-
-# Within a stream, versions follow positions (appends to a stream are serialised by its state
-# row), so the page walks the (guild_id, stream, version) index from the cursor's version.
-HISTORY = """
-SELECT e.position, e.type, e.schema_version, e.data::text, e.meta::text, e.recorded_at
-  FROM events e
- WHERE e.guild_id = %(guild)s AND e.stream = %(member)s
-   AND e.version < coalesce(
-        (SELECT c.version FROM events c
-          WHERE c.guild_id = %(guild)s AND c.position = %(before)s AND c.stream = %(member)s),
-        9223372036854775807)
- ORDER BY e.version DESC
  LIMIT %(limit)s
 """
 
@@ -178,28 +166,6 @@ class ModerationEntry(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime
     active_warnings: int
     duration_minutes: int
-
-
-class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """One event on a member's stream, with what it changed."""
-
-    position: int
-    type: str
-    event: ev.AnyEvent
-    command_id: str
-    actor_id: int
-    recorded_at: datetime
-    lc_delta: int
-    xp_delta: int
-    item: str
-    item_delta: int
-
-
-class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
-    """Newest first; pass `next_before` as `before` for older entries (None at the end)."""
-
-    entries: list[HistoryEntry]
-    next_before: int | None
 
 
 class Activity(msgspec.Struct, frozen=True, kw_only=True):
@@ -349,42 +315,6 @@ async def moderation_log(
         )
         for r in rows
     ]
-
-
-async def history(
-    pool: AsyncConnectionPool,
-    guild_id: int,
-    member_id: int,
-    *,
-    limit: int = 20,
-    before: int | None = None,
-) -> HistoryPage:
-    """Events on the member's stream, newest first, older than position `before`."""
-    params = {"guild": guild_id, "member": member_id, "before": before, "limit": _page_size(limit)}
-    async with pool.connection() as conn:
-        cur = await conn.execute(HISTORY, params)
-        rows = await cur.fetchall()
-    entries = []
-    for position, type_name, schema, data, meta_text, recorded_at in rows:
-        event = ev.decode(data, type_name, schema)
-        meta = ev.decode_meta(meta_text)
-        item, count = item_delta(event)
-        entries.append(
-            HistoryEntry(
-                position=position,
-                type=type_name,
-                event=event,
-                command_id=meta.command_id,
-                actor_id=meta.actor_id,
-                recorded_at=recorded_at,
-                lc_delta=lc_delta(event),
-                xp_delta=xp_delta(event),
-                item=item,
-                item_delta=count,
-            )
-        )
-    more = len(entries) == limit
-    return HistoryPage(entries=entries, next_before=entries[-1].position if more else None)
 
 
 async def activity(pool: AsyncConnectionPool, guild_id: int, member_id: int) -> Activity | None:

@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
+from gateway.bench.projection_workloads import rss_bytes
 from gateway.simulation import SimulationConfig, Traffic, dispatch, generate, setup_commands
 from ledger.chain import run_sealer, seal, verify_chain
 from ledger.database import EmbeddedPostgres
@@ -35,7 +34,6 @@ async def soak(url: str, minutes: float, rate: float, every: float) -> int:
     """Drive the load; return the exit code."""
     guild = random.randint(10**17, 10**18)
     config = SimulationConfig(guild_id=guild, members=2000, events=10**9, seed=guild % 1000)
-    process = psutil.Process()
     unexpected: list[str] = []
     lags: list[float] = []
     refused = 0
@@ -65,7 +63,7 @@ async def soak(url: str, minutes: float, rate: float, every: float) -> int:
         next_report = started + every
         next_sample = started + 1.0
         sent = 0
-        rss_start = process.memory_info().rss
+        rss_start = rss_bytes()
         rss_middle: int | None = None
         print(
             f"soak: guild {guild}, {rate:.0f} commands/s for {minutes} min, RSS "
@@ -84,27 +82,27 @@ async def soak(url: str, minutes: float, rate: float, every: float) -> int:
                 lags.append(max((r.lag_seconds for r in rows), default=0.0))
                 next_sample += 1.0
             if rss_middle is None and now - started >= 30 * minutes:
-                rss_middle = process.memory_info().rss
+                rss_middle = rss_bytes()
             if now >= next_report:
                 lag = lags[-1] if lags else 0.0
                 print(
                     f"{now - started:7.0f}s sent {sent:>8} appended "
                     f"{services.store.appended_events:>9} RSS "
-                    f"{process.memory_info().rss / 2**20:6.0f} MiB lag {lag:6.3f}s "
+                    f"{rss_bytes() / 2**20:6.0f} MiB lag {lag:6.3f}s "
                     f"unexpected {len(unexpected)} in-flight {len(pending)}",
                     flush=True,
                 )
                 next_report += every
             await asyncio.sleep(0.01)  # pacing the generator, not synchronisation
         await asyncio.gather(*list(pending))
-        rss_end = process.memory_info().rss  # end of the load (verify below folds everything)
+        rss_end = rss_bytes()  # end of the load (verify below folds everything)
         stop.set()
         await asyncio.gather(*background)
         await catch_up(services.pool)
         await seal(services.pool)
         report = await verify(services.pool)
         chain = await verify_chain(services.pool, guild)
-        rss_verified = process.memory_info().rss
+        rss_verified = rss_bytes()
         appended = services.store.appended_events
     ordered = sorted(lags or [0.0])
     print(

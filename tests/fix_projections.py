@@ -7,18 +7,28 @@ side's own `ledger.member.fold`, and the leaderboard histogram is recounted from
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
+import os
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from ledger import commands as cmd
 from ledger import events as ev
+from ledger.database import make_pool
 from ledger.errors import LedgerError
 from ledger.member import fold
+from ledger.service import Ledger
+from ledger.store import EventStore
 from projections import catch_up, verify
 from projections.periods import score_bucket
 from projections.projectors import PROJECTORS
@@ -284,6 +294,34 @@ def assert_applied_once(env: LedgerEnv) -> None:
         if rows:
             applied, expected = rows[0]
             assert applied == expected, name
+
+
+_databases = itertools.count()
+
+
+@contextlib.contextmanager
+def fresh_ledger(server_url: str, template: str, runner: asyncio.Runner) -> Iterator[LedgerEnv]:
+    """A ledger over a new database cloned from the migrated template (one per hypothesis
+    example: examples stay independent and equally cheap)."""
+    name = f"proj_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    url = make_conninfo(server_url, dbname=name)
+    pool = make_pool(url, min_size=1, max_size=8)
+    runner.run(pool.open(wait=True))
+    store = EventStore(pool)
+    try:
+        yield LedgerEnv(url=url, runner=runner, store=store, ledger=Ledger(store))
+    finally:
+        runner.run(pool.close())
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ catch-up (in random batch sizes) and after a rebuild, and rebuilds are byte-for-
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import timedelta
 from typing import Literal
@@ -13,7 +14,14 @@ from hypothesis import strategies as st
 from ledger import commands as cmd
 from projections import catch_up, rebuild, verify
 from tests.fix_db import LedgerEnv
-from tests.fix_projections import KINDS, START, assert_tables_equal_fold, build_command, execute_all
+from tests.fix_projections import (
+    KINDS,
+    START,
+    assert_tables_equal_fold,
+    build_command,
+    execute_all,
+    fresh_ledger,
+)
 
 _guilds = itertools.count(10_000)
 
@@ -56,15 +64,28 @@ def _digests(env: LedgerEnv) -> dict[str, str]:
     order=st.sampled_from(["delivery", "member"]),
 )
 def test_tables_equal_the_fold_after_catch_up_and_rebuild(
+    server_url: str,
+    template_db: str,
+    aio: asyncio.Runner,
+    drawn: list[tuple[str, int, int, int, int, int]],
+    batch_size: int,
+    chunk_size: int,
+    order: Literal["delivery", "member"],
+) -> None:
+    with fresh_ledger(server_url, template_db, aio) as env:
+        _check(env, drawn, batch_size, chunk_size, order)
+
+
+def _check(
     env: LedgerEnv,
     drawn: list[tuple[str, int, int, int, int, int]],
     batch_size: int,
     chunk_size: int,
     order: Literal["delivery", "member"],
 ) -> None:
-    # One database for all examples, one new guild per example: earlier guilds must stay intact.
-    guild = next(_guilds)
-    env.run(execute_all(env, _commands(guild, drawn)))
+    # Two guilds from the same draw: neither may leak into the other.
+    for guild in (next(_guilds), next(_guilds)):
+        env.run(execute_all(env, _commands(guild, drawn)))
     env.run(catch_up(env.store.pool, batch_size=batch_size))
     assert_tables_equal_fold(env)
     live = _digests(env)

@@ -6,7 +6,7 @@ import msgspec
 import psycopg
 
 from ledger import commands as cmd
-from projections import status, verify
+from projections import catch_up, status, verify
 from tests.fix_db import LedgerEnv
 from tests.fix_projections import G, assert_tables_equal_fold, project
 
@@ -55,8 +55,6 @@ def test_verify_compares_at_each_projectors_checkpoint(traffic_env: LedgerEnv) -
     env = traffic_env
     project(env)
     env.run(env.ledger.execute(cmd.Join(guild_id=G, command_id="late", member_id=77)))
-    from projections import catch_up
-
     env.run(catch_up(env.store.pool, ["wallets"]))
     report = env.run(verify(env.store.pool))
     assert report.ok

@@ -6,62 +6,19 @@ import asyncio
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gateway.bench import baselines, workloads
+from gateway.bench import baselines, lag, projection_workloads, workloads
+from gateway.bench.model import FULL, QUICK, BenchReport, Result, Sizes
+from gateway.bench.synthetic import SyntheticGuild
 from ledger.consistency import check_guild
 from ledger.runtime import Services, open_services
 
+__all__ = ["FULL", "QUICK", "BenchReport", "Result", "Sizes", "render_markdown", "run_bench"]
+
 CLIENTS = 16
+WORKLOADS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 
-
-@dataclass
-class Result:
-    """One workload's figure, its baseline from the same run, and the target."""
-
-    key: str
-    workload: str
-    figure: float
-    unit: str
-    target: str
-    baseline: float | None = None
-    baseline_label: str = ""
-    ratio: float | None = None
-    met: bool | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    notes: str = ""
-    invariants: str = "ok"
-
-
-@dataclass
-class BenchReport:
-    """The set-up and every result."""
-
-    setup: dict[str, object]
-    results: list[Result] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return {"setup": self.setup, "results": [asdict(r) for r in self.results]}
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How long and how big each workload is."""
-
-    seconds: float
-    p2_commands: int
-    p2_members: int
-    p8_history: int
-    p8_samples: int
-
-
-FULL = Sizes(
-    seconds=10, p2_commands=200_000, p2_members=20_000, p8_history=1_000_000, p8_samples=300
-)
-QUICK = Sizes(seconds=1, p2_commands=3_000, p2_members=300, p8_history=5_000, p8_samples=20)
 
 SETTINGS = (
     "server_version",
@@ -104,7 +61,7 @@ async def run_bench(
 ) -> BenchReport:
     """Run the selected workloads (all by default); `say` narrates progress."""
     sizes = QUICK if quick else FULL
-    wanted = only or {"P1", "P2", "P3", "P8"}
+    wanted = only or set(WORKLOADS)
     async with open_services(url, max_connections=CLIENTS + 8) as services:
         report = BenchReport(await describe(services, data_dir))
         base_guild = random.randint(10**15, 10**16)
@@ -208,6 +165,7 @@ async def run_bench(
                     await invariants(services, base_guild + 4),
                 )
             )
+        await _projection_workloads(services, url, sizes, wanted, base_guild, p1_rate, report, say)
         if "P8" in wanted:
             say(f"P8: seeding a member with {sizes.p8_history:,} past events ...")
             guild = base_guild + 8
@@ -233,6 +191,51 @@ async def run_bench(
                 )
             )
     return report
+
+
+async def _projection_workloads(
+    services: Services,
+    url: str,
+    sizes: Sizes,
+    wanted: set[str],
+    base_guild: int,
+    p1_rate: float | None,
+    report: BenchReport,
+    say: Callable[[str], None],
+) -> None:
+    """P4-P7 on one big synthetic guild (P7 on a guild of its own)."""
+    big = SyntheticGuild(base_guild + 5)
+    if "P4" in wanted:
+        report.results.append(
+            await projection_workloads.p4_catch_up(services, big, sizes.p4_events, say)
+        )
+    if "P5" in wanted:
+        report.results.append(
+            await projection_workloads.p5_rebuild(
+                services, big, sizes.p5_events, sizes.p6_members, say
+            )
+        )
+    if "P6" in wanted:
+        report.results += await projection_workloads.p6_queries(
+            services, big, sizes.p6_members, sizes.p6_samples, say
+        )
+    if "P7" in wanted:
+        if not p1_rate:
+            say("P7: a short P1 first, for its rate ...")
+            p1 = await workloads.transfers(
+                services, base_guild + 1, 1000, CLIENTS, sizes.seconds / 2, batched=True
+            )
+            p1_rate = p1.rate
+        report.results.append(
+            await lag.p7_lag(
+                services,
+                url,
+                base_guild + 7,
+                p1_rate,
+                sizes.p7_seconds,
+                say,
+            )
+        )
 
 
 def render_text(report: BenchReport) -> str:

@@ -92,14 +92,24 @@ class LeaderboardsProjector(Projector):
                     key = (guild, board, period, member)
                     totals[key] = totals.get(key, 0) + amount
         await state.load(SCORES, totals)
+        # Histogram moves are summed here first: a batch moves thousands of members among a few
+        # hundred buckets, and a dict update costs a fraction of a `state.add` (a move that nets
+        # to zero changes nothing, so it is left out).
+        moves: dict[tuple[int, str, str, int], int] = {}
         for key, amount in totals.items():
             row = state.get(SCORES, key)
             score = amount if row is None else row[0] + amount
             state.put(SCORES, key, (score,))
             guild, board, period, _ = key
             new_bucket = score_bucket(score)
-            if row is None:
-                state.add(BUCKETS, (guild, board, period, new_bucket), (1,))
-            elif (old_bucket := score_bucket(row[0])) != new_bucket:
-                state.add(BUCKETS, (guild, board, period, old_bucket), (-1,))
-                state.add(BUCKETS, (guild, board, period, new_bucket), (1,))
+            if row is not None:
+                old_bucket = score_bucket(row[0])
+                if old_bucket == new_bucket:
+                    continue
+                old_key = (guild, board, period, old_bucket)
+                moves[old_key] = moves.get(old_key, 0) - 1
+            new_key = (guild, board, period, new_bucket)
+            moves[new_key] = moves.get(new_key, 0) + 1
+        for bucket, members in moves.items():
+            if members:
+                state.add(BUCKETS, bucket, (members,))

@@ -1,0 +1,295 @@
+"""The projection workloads of `ledger bench`: catch-up (P4), rebuild (P5), queries (P6).
+
+All three work on one big synthetic guild (`gateway.bench.synthetic`): P4 gives it a backlog,
+P5 grows it to the full log (and a million members) and rebuilds every projection from it, P6
+queries it. Each reports beside a raw PostgreSQL figure from the same run: reading the same
+events in delivery order (P4, P5), a primary-key lookup (P6). P7 (lag under load) is in
+`gateway.bench.lag`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.bench.checks import cross_check, joined, projection_invariants, write_side
+from gateway.bench.model import Result
+from gateway.bench.synthetic import SyntheticGuild, log_size
+from gateway.bench.workloads import Measured
+from ledger.runtime import Services
+from ledger.store import Checkpoint
+from projections import catch_up, rebuild
+from projections.leaderboard import leaderboard, rank
+from projections.projectors import PROJECTORS
+from projections.queries import balance, profile
+
+Say = Callable[[str], None]
+
+SLOWEST_CHECKPOINT = """
+SELECT tx::text, position FROM projector_checkpoints WHERE projector = ANY(%s)
+ ORDER BY tx, position LIMIT 1
+"""
+RAW_READ = """
+COPY (SELECT tx, position, guild_id, type, data FROM events
+       WHERE (tx, position) > (%s::text::xid8, %s) ORDER BY tx, position LIMIT %s) TO STDOUT
+"""
+RAW_READ_SAMPLE = 2_000_000  # rows read for the raw baseline (it scales linearly)
+RAW_LOOKUP = "SELECT version, state FROM streams WHERE guild_id = %s AND stream = %s"
+STATE_FIGURES = """
+SELECT (state->>'balance')::int8, (state->>'xp')::int8 FROM streams
+ WHERE guild_id = %s AND stream = %s
+"""
+SCORES_ABOVE = """
+SELECT count(*) FROM leaderboard_scores
+ WHERE guild_id = %s AND board = 'xp' AND period = 'all' AND score > %s
+"""
+
+
+async def slowest_checkpoint(pool: AsyncConnectionPool) -> Checkpoint:
+    """The checkpoint of the projector furthest behind."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(SLOWEST_CHECKPOINT, (list(PROJECTORS),))
+        row = await cur.fetchone()
+    return Checkpoint(int(row[0]), row[1]) if row else Checkpoint()
+
+
+async def raw_read_rate(pool: AsyncConnectionPool, start: Checkpoint, rows: int) -> float:
+    """Rows/s of PostgreSQL streaming `rows` events after `start` in delivery order (COPY)."""
+    async with pool.connection() as conn:
+        started = time.perf_counter()
+        cur = conn.cursor()
+        async with cur.copy(RAW_READ, (str(start.tx), start.position, rows)) as copy:
+            async for _ in copy:
+                pass
+        return rows / (time.perf_counter() - started)
+
+
+async def p4_catch_up(services: Services, guild: SyntheticGuild, events: int, say: Say) -> Result:
+    """P4: time `catch_up` over a fresh backlog of about `events` events."""
+    pool = services.pool
+    say("P4: projecting what the earlier workloads wrote (untimed) ...")
+    await catch_up(pool)
+    start = await slowest_checkpoint(pool)
+    members = guild.templates.members_for(guild.members, events)
+    say(f"P4: generating a backlog of {events:,} events ({members:,} members) ...")
+    await guild.grow(pool, guild.members + members, say=say)
+    say("P4: catch_up (all projectors) ...")
+    started = time.perf_counter()
+    read = await catch_up(pool)
+    seconds = time.perf_counter() - started
+    rate = read / seconds
+    say("P4: raw read of the same backlog (baseline) ...")
+    raw = await raw_read_rate(pool, start, read)
+    say("P4: verify ...")
+    checks = {
+        "verify": await projection_invariants(pool),
+        "state rows": await cross_check(pool, guild.guild_id),
+        "write side": await write_side(pool, guild.guild_id),
+    }
+    return Result(
+        "P4",
+        f"projector catch-up, {read:,}-event backlog",
+        rate,
+        "events/s",
+        "≥ 150,000 events/s",
+        raw,
+        "raw delivery-order read rows/s",
+        rate / raw,
+        rate >= 150_000,
+        notes=f"{seconds:.1f} s for {read:,} events ({members:,} members, every projector)",
+        invariants=joined(checks),
+    )
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (Linux /proc; elsewhere the peak so far)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource  # POSIX only, unlike /proc
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@contextlib.asynccontextmanager
+async def peak_rss(interval: float = 0.05) -> AsyncIterator[list[int]]:
+    """Sample this process's RSS every `interval` s; yields [at start, peak] (bytes)."""
+    figures = [rss_bytes()] * 2
+
+    async def sample() -> None:
+        while True:
+            figures[1] = max(figures[1], rss_bytes())
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(sample())
+    try:
+        yield figures
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        figures[1] = max(figures[1], rss_bytes())
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS, so a peak measures the next step, not earlier ones."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+async def p5_rebuild(
+    services: Services, guild: SyntheticGuild, log_events: int, members: int, say: Say
+) -> Result:
+    """P5: grow the log to `log_events` (and the guild to `members`), then time `rebuild`."""
+    pool = services.pool
+    missing = log_events - await log_size(pool)
+    more = guild.templates.members_for(guild.members, missing) if missing > 0 else 0
+    target = max(members, guild.members + more)
+    if target > guild.members:
+        say(f"P5: generating the log: the guild grows to {target:,} members ...")
+        await guild.grow(pool, target, say=say)
+    total = await log_size(pool)
+    say(f"P5: rebuilding every projection from {total:,} events ...")
+    last = [time.monotonic()]
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - last[0] >= 10:
+            last[0] = time.monotonic()
+            say(f"   rebuild: {done:,} / {total:,} events")
+
+    release_memory()
+    async with peak_rss() as rss:
+        report = await rebuild(pool, progress=progress)
+    rate = report.events_per_second
+    start_mb, peak_mb = rss[0] / 2**20, rss[1] / 2**20
+    say("P5: raw read of the log (baseline) ...")
+    raw = await raw_read_rate(pool, Checkpoint(), min(report.events, RAW_READ_SAMPLE))
+    say("P5: verify ...")
+    checks = {
+        "verify": await projection_invariants(pool),
+        "state rows": await cross_check(pool, guild.guild_id),
+    }
+    return Result(
+        "P5",
+        f"full rebuild of every projection, {report.events:,}-event log",
+        rate,
+        "events/s",
+        "≥ 500,000 events/s, peak RSS < 300 MB",
+        raw,
+        "raw delivery-order read rows/s",
+        rate / raw,
+        rate >= 500_000 and peak_mb < 300,
+        notes=(
+            f"{report.seconds:.1f} s; peak RSS {peak_mb:,.0f} MB "
+            f"({start_mb:,.0f} MB before); {guild.members:,} members in the big guild"
+        ),
+        invariants=joined(checks),
+    )
+
+
+async def _timed(
+    samples: list[int], call: Callable[[int], Awaitable[object]], warm_up: int = 50
+) -> Measured:
+    for member in samples[:warm_up]:
+        await call(member)
+    latencies = []
+    for member in samples:
+        started = time.perf_counter()
+        await call(member)
+        latencies.append(time.perf_counter() - started)
+    return Measured(len(latencies), sum(latencies), latencies)
+
+
+async def p6_queries(
+    services: Services, guild: SyntheticGuild, members: int, samples: int, say: Say
+) -> list[Result]:
+    """P6: p50/p99 of balance, profile, top-10 and rank in a guild of `members` members."""
+    pool = services.pool
+    if guild.members < members:
+        say(f"P6: generating a guild of {members:,} members ...")
+        await guild.grow(pool, members, say=say)
+    say("P6: projecting (untimed) ...")
+    await catch_up(pool)
+    rng = random.Random(6)
+    picks = [guild.member_id(rng.randrange(guild.members)) for _ in range(samples)]
+    g = guild.guild_id
+
+    async def raw(member: int) -> Any:
+        async with pool.connection() as conn:
+            cur = await conn.execute(RAW_LOOKUP, (g, member))
+            return await cur.fetchone()
+
+    floor = await _timed(picks, raw)
+    floor_p99 = floor.percentile(0.99) or 1e-9
+    queries: list[tuple[str, Callable[[int], Awaitable[object]], float]] = [
+        ("balance", lambda m: balance(pool, g, m), 2.0),
+        ("profile", lambda m: profile(pool, g, m), 2.0),
+        ("top-10 leaderboard", lambda _m: leaderboard(pool, g, "xp", "all", limit=10), 2.0),
+        ("a member's rank", lambda m: rank(pool, g, m, "xp", "all"), 5.0),
+    ]
+    say(f"P6: {samples:,} calls of each query on {guild.members:,} members ...")
+    invariants = await _check_answers(pool, guild, picks[:20])
+    results = []
+    for name, call, target in queries:
+        measured = await _timed(picks, call)
+        p99 = measured.percentile(0.99) or 0.0
+        results.append(
+            Result(
+                "P6",
+                f"{name}, {guild.members:,}-member guild",
+                p99,
+                "ms p99",
+                f"p99 < {target:g} ms",
+                floor_p99,
+                "raw PK lookup ms p99",
+                p99 / floor_p99,
+                p99 < target,
+                measured.percentile(0.5),
+                p99,
+                f"{samples:,} calls, one client, pooled connection",
+                invariants,
+            )
+        )
+    return results
+
+
+async def _check_answers(
+    pool: AsyncConnectionPool, guild: SyntheticGuild, members: list[int]
+) -> str:
+    """The queries' answers agree with the write side's state rows and a plain count."""
+    problems = []
+    g = guild.guild_id
+    top = await leaderboard(pool, g, "xp", "all", limit=10)
+    scores = [e.score for e in top.entries]
+    if scores != sorted(scores, reverse=True) or not top.entries or top.entries[0].rank != 1:
+        problems.append("top-10 is not in rank order")
+    async with pool.connection() as conn:
+        for member in members:
+            cur = await conn.execute(STATE_FIGURES, (g, member))
+            state = await cur.fetchone()
+            wallet, figures, place = (
+                await balance(pool, g, member),
+                await profile(pool, g, member),
+                await rank(pool, g, member),
+            )
+            if state is None or wallet is None or figures is None or place is None:
+                problems.append(f"member {member}: missing")
+                continue
+            cur = await conn.execute(SCORES_ABOVE, (g, place.score))
+            above = await cur.fetchone()
+            if (wallet.balance, figures.xp) != tuple(state):
+                problems.append(f"member {member}: balance/xp differ from the state row")
+            if above is None or place.rank != above[0] + 1 or figures.rank != place.rank:
+                problems.append(f"member {member}: rank differs from a plain count")
+    return "ok" if not problems else "; ".join(problems[:3])
