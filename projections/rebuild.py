@@ -52,6 +52,18 @@ SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 """
 
 COUNT_STREAMS = "SELECT count(*) FROM streams"
+
+# A live table's indexes: a constraint's definition ("PRIMARY KEY (guild_id, member_id)"), or
+# an index's from USING on ("USING btree (guild_id, expires_at) WHERE ...").
+LIVE_INDEXES = """
+SELECT pg_get_constraintdef(c.oid), i.indisunique,
+       substring(pg_get_indexdef(i.indexrelid) FROM ' USING .*$')
+  FROM pg_index i
+  LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+ WHERE i.indrelid = %s::regclass
+ ORDER BY c.oid IS NULL, i.indexrelid
+"""
+INDEX_BUILD_MEMORY = "256MB"
 ROWS_PER_MEMBER = 8
 
 LOCK_CHECKPOINTS = """
@@ -119,7 +131,11 @@ async def rebuild(
                     raise RebuildBusy(f"projector {projector.name} is already being rebuilt")
                 taken.append(projector.name)
             live_schema = await _live_schema(conn)
-            await _create_shadows(conn, projectors, live_schema)
+            member_order = await _member_order(conn, projectors, order, max_rows)
+            # A member-ordered fold only appends rows: the shadows get their indexes afterwards,
+            # built by one sort each, instead of maintained row by row (random inserts into
+            # (guild, board, period, member) keys cost more than the whole fold).
+            await _create_shadows(conn, projectors, live_schema, indexed=not member_order)
             io = TableIO(conn, SHADOW_SCHEMA)
             shadows = [Shadow(p, io) for p in projectors]
             total = await count_below_horizon(conn)
@@ -129,11 +145,12 @@ async def rebuild(
                     progress(done, max(total, done))
 
             folded, point = 0, Checkpoint()
-            if await _member_order(conn, projectors, order, max_rows):
+            if member_order:
                 async with pool.connection() as writer:
                     folded, point = await fold_by_member(
                         conn, reader, writer, shadows, chunk_size, max_rows, report
                     )
+                await _index_shadows(conn, projectors, live_schema)
             more, point = await _fold_log(
                 conn, reader, shadows, point, folded, chunk_size, max_rows, report
             )
@@ -181,8 +198,12 @@ async def _live_schema(conn: psycopg.AsyncConnection[Any]) -> str:
 
 
 async def _create_shadows(
-    conn: psycopg.AsyncConnection[Any], projectors: Sequence[Projector], live_schema: str
+    conn: psycopg.AsyncConnection[Any],
+    projectors: Sequence[Projector],
+    live_schema: str,
+    indexed: bool,
 ) -> None:
+    like = sql.SQL("INCLUDING ALL" if indexed else "INCLUDING ALL EXCLUDING INDEXES")
     for projector in projectors:
         for table in projector.tables:
             shadow = sql.Identifier(SHADOW_SCHEMA, table.name)
@@ -193,10 +214,33 @@ async def _create_shadows(
             )
             await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(shadow))
             await conn.execute(
-                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-                    shadow, sql.Identifier(live_schema, table.name)
+                sql.SQL("CREATE TABLE {} (LIKE {} {})").format(
+                    shadow, sql.Identifier(live_schema, table.name), like
                 )
             )
+
+
+async def _index_shadows(
+    conn: psycopg.AsyncConnection[Any], projectors: Sequence[Projector], live_schema: str
+) -> None:
+    """Give the shadows the live tables' keys and indexes (each built by one sort)."""
+    await conn.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+    for projector in projectors:
+        for table in projector.tables:
+            shadow = sql.Identifier(SHADOW_SCHEMA, table.name)
+            cur = await conn.execute(
+                LIVE_INDEXES, (sql.Identifier(live_schema, table.name).as_string(conn),)
+            )
+            for constraint, unique, definition in await cur.fetchall():
+                # The definitions are the catalog's own text for our migrations' DDL.
+                if constraint is not None:
+                    statement = sql.SQL("ALTER TABLE {} ADD {}").format(shadow, sql.SQL(constraint))
+                else:
+                    statement = sql.SQL("CREATE {} INDEX ON {} {}").format(
+                        sql.SQL("UNIQUE" if unique else ""), shadow, sql.SQL(definition)
+                    )
+                await conn.execute(statement)
+    await conn.execute("RESET maintenance_work_mem")
 
 
 async def _flush(conn: psycopg.AsyncConnection[Any], shadow: Shadow) -> None:
