@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -125,13 +126,74 @@ class BatchIngestor:
         raise Conflict("This is very busy right now; please try again in a moment.")
 
 
+Item = tuple[cmd.AnyCommand, "asyncio.Future[Result]", frozenset[tuple[int, int]]]
+
+# A claim on every stream of a guild: config changes (every later decision reads the config)
+# and reverts (their members are only known once the log has been read).
+_WHOLE_GUILD = -1
+
+
+def _claims(command: cmd.AnyCommand) -> frozenset[tuple[int, int]]:
+    """The (guild, stream) pairs a command reads or writes, for the batcher's scheduling."""
+    if isinstance(command, cmd.ChangeConfig | cmd.Revert):
+        return frozenset({(command.guild_id, _WHOLE_GUILD)})
+    return frozenset((command.guild_id, m) for m in command.members() if isinstance(m, int))
+
+
+class _Claimed:
+    """Streams claimed by batches in flight (or by commands held back), counted."""
+
+    def __init__(self) -> None:
+        self.streams: Counter[tuple[int, int]] = Counter()
+        self.guilds: Counter[int] = Counter()  # claims of any kind per guild
+        self.whole: Counter[int] = Counter()  # whole-guild claims per guild
+
+    def conflicts(self, claims: frozenset[tuple[int, int]]) -> bool:
+        for guild, stream in claims:
+            if stream == _WHOLE_GUILD:
+                if self.guilds[guild]:
+                    return True
+            elif self.streams[(guild, stream)] or self.whole[guild]:
+                return True
+        return False
+
+    def add(self, claims: frozenset[tuple[int, int]]) -> None:
+        for guild, stream in claims:
+            self.guilds[guild] += 1
+            if stream == _WHOLE_GUILD:
+                self.whole[guild] += 1
+            else:
+                self.streams[(guild, stream)] += 1
+
+    def remove(self, claims: frozenset[tuple[int, int]]) -> None:
+        for guild, stream in claims:
+            _decrement(self.guilds, guild)
+            if stream == _WHOLE_GUILD:
+                _decrement(self.whole, guild)
+            else:
+                _decrement(self.streams, (guild, stream))
+
+
+def _decrement(counter: Counter[Any], key: object) -> None:
+    counter[key] -= 1
+    if not counter[key]:
+        del counter[key]
+
+
 class CommandBatcher:
     """Coalesces concurrently submitted commands into batches (group commit).
 
     Callers `await submit(command)`; `run()` is the background task that flushes. With
-    `max_delay` 0 a flush takes whatever is queued the moment the previous flush returns, so an
-    idle system answers at once and a busy one batches more; a positive `max_delay` waits that
-    long for more commands (useful for XP, where a few milliseconds do not matter).
+    `max_delay` 0 a flush takes whatever is waiting the moment a flush slot is free, so an idle
+    system answers at once and a busy one batches more; a positive `max_delay` waits that long
+    for more commands (useful for XP, where a few milliseconds do not matter).
+
+    Up to `concurrency` batches are in flight, so Python decides the next batch while
+    PostgreSQL commits the previous one. Batches in flight never share a member: a command
+    whose members are in a batch in flight waits for it (and so do the commands after it that
+    share its members), so concurrent batches do not conflict, every member's commands are
+    decided in submission order, and hot members cost no retries. A config change or revert
+    waits for the guild's batches in flight, and the guild's later commands wait for it.
 
     With a spool, order survives an outage: once grants have been spooled, every later flush
     first replays the spool and only then appends its own commands. A spooled grant replayed
@@ -143,18 +205,18 @@ class CommandBatcher:
         ingestor: BatchIngestor,
         max_batch: int = 500,
         max_delay: float = 0.0,
-        concurrency: int = 1,
+        concurrency: int = 2,
         spool: Spool | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.spool = spool
         self.max_batch = max_batch
         self.max_delay = max_delay
-        # Batches in flight at once: more overlaps deciding with committing; batches touching
-        # the same member then conflict and retry, so hot-member traffic wants 1.
         self._slots = asyncio.Semaphore(concurrency)
         self._flushes: set[asyncio.Task[None]] = set()
-        self._queue: asyncio.Queue[tuple[cmd.AnyCommand, asyncio.Future[Result]]] = asyncio.Queue()
+        self._waiting: deque[Item] = deque()  # submission order
+        self._in_flight = _Claimed()
+        self._wake = asyncio.Event()  # a command arrived, or a flush finished
         # Spooled grants not yet replayed (files left by a crash count too), and how many spool
         # writes this batcher made: a replay that saw no new write leaves nothing behind.
         self._spool_pending = spool is not None and bool(spool.pending_files())
@@ -171,57 +233,88 @@ class CommandBatcher:
     async def submit(self, command: cmd.AnyCommand) -> Result:
         """Queue a command and wait for the batch that carries it; refusals are returned."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        await self._queue.put((command, future))
+        self._waiting.append((command, future, _claims(command)))
+        self._wake.set()
         return await future
 
     async def run(self) -> None:
-        """Flush batches until cancelled; a cancelled batcher first drains what is queued."""
+        """Flush batches until cancelled; a cancelled batcher first drains what is waiting."""
         try:
             while True:
                 await self._slots.acquire()
-                first = await self._queue.get()
-                pending = [first]
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + self.max_delay
-                while len(pending) < self.max_batch and not self._queue.empty():
-                    pending.append(self._queue.get_nowait())
-                while len(pending) < self.max_batch:
-                    timeout = deadline - loop.time()
-                    if timeout <= 0:
-                        break
-                    try:
-                        pending.append(await asyncio.wait_for(self._queue.get(), timeout))
-                    except TimeoutError:
-                        break
-                flush = asyncio.create_task(self._flush(pending))
+                try:
+                    batch = await self._collect()
+                except BaseException:
+                    self._slots.release()
+                    raise
+                flush = asyncio.create_task(self._flush(batch))
                 self._flushes.add(flush)
                 flush.add_done_callback(self._flushes.discard)
         except asyncio.CancelledError:
             await asyncio.gather(*list(self._flushes), return_exceptions=True)
-            drained = []
-            while not self._queue.empty():
-                drained.append(self._queue.get_nowait())
+            drained = list(self._waiting)
+            self._waiting.clear()
             if drained:
                 with contextlib.suppress(Exception):
-                    await self._flush(drained)
+                    await self._flush(drained, claimed=False)
             raise
 
-    async def _flush(self, pending: list[tuple[cmd.AnyCommand, asyncio.Future[Result]]]) -> None:
+    async def _collect(self) -> list[Item]:
+        """The next batch: waiting commands that share no member with a batch in flight."""
+        batch: list[Item] = []
+        while not self._take(batch):
+            self._wake.clear()
+            await self._wake.wait()
+        if self.max_delay > 0:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.max_delay
+            while len(batch) < self.max_batch and (timeout := deadline - loop.time()) > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._take(batch)
+        for _, _, claims in batch:
+            self._in_flight.add(claims)
+        return batch
+
+    def _take(self, batch: list[Item]) -> bool:
+        """Move the waiting commands that may go now into `batch`, in order; True if any."""
+        taken = len(batch)
+        held: deque[Item] = deque()
+        blocked = _Claimed()  # members of commands held back: later ones must not overtake
+        waiting = self._waiting
+        while waiting and len(batch) < self.max_batch:
+            item = waiting.popleft()
+            claims = item[2]
+            if self._in_flight.conflicts(claims) or (held and blocked.conflicts(claims)):
+                held.append(item)
+                blocked.add(claims)
+            else:
+                batch.append(item)
+        held.extend(waiting)
+        self._waiting = held
+        return len(batch) > taken
+
+    async def _flush(self, items: list[Item], claimed: bool = True) -> None:
         try:
             if self._spool_pending:
                 await self._replay_first()
-            results = await self.ingestor.ingest([command for command, _ in pending])
+            results = await self.ingestor.ingest([command for command, _, _ in items])
         except DatabaseUnavailable as exc:
-            await self._spool_or_fail(pending, exc)
+            await self._spool_or_fail(items, exc)
             return
         except Exception as exc:  # every waiter must hear about a failed flush
-            for _, future in pending:
+            for _, future, _ in items:
                 if not future.done():
                     future.set_exception(exc)
             return
         finally:
-            self._slots.release()
-        for (_, future), result in zip(pending, results, strict=True):
+            if claimed:
+                for _, _, claims in items:
+                    self._in_flight.remove(claims)
+                self._slots.release()
+                self._wake.set()
+        for (_, future, _), result in zip(items, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
@@ -248,11 +341,11 @@ class CommandBatcher:
 
     async def _spool_or_fail(
         self,
-        pending: list[tuple[cmd.AnyCommand, asyncio.Future[Result]]],
+        pending: list[Item],
         exc: DatabaseUnavailable,
     ) -> None:
         """XP grants go to the durable spool (answered `note="spooled"`); the rest fail."""
-        spoolable = [(c, f) for c, f in pending if self.spool and isinstance(c, SPOOLABLE)]
+        spoolable = [(c, f) for c, f, _ in pending if self.spool and isinstance(c, SPOOLABLE)]
         if spoolable and self.spool is not None:
             try:
                 await asyncio.to_thread(self.spool.append, [c for c, _ in spoolable])
@@ -262,7 +355,7 @@ class CommandBatcher:
                 log.exception("could not write the XP spool")
                 spoolable = []
         spooled = {id(f) for _, f in spoolable}
-        for command, future in pending:
+        for command, future, _ in pending:
             if future.done():
                 continue
             if id(future) in spooled:
