@@ -232,6 +232,8 @@ class Projector(abc.ABC):
     # log member by member, which needs no reads of rows already written. Set it False for a
     # projector whose rows combine several members' streams in delivery order.
     member_local: ClassVar[bool] = True
+    # Rough cost of a batch relative to the others, to spread projectors over connections.
+    weight: ClassVar[int] = 1
 
     @classmethod
     def type_names(cls) -> frozenset[str]:

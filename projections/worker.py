@@ -46,10 +46,12 @@ class Worker:
         batch_size: int = DEFAULT_BATCH_SIZE,
         raise_errors: bool = False,
         reader: psycopg.AsyncConnection[Any] | None = None,
+        lanes: Sequence[psycopg.AsyncConnection[Any]] = (),
     ) -> None:
         self.conn = conn
+        self.lanes = list(lanes)
         self.wanted = list(projectors)
-        self.engine = Engine(conn, batch_size, raise_errors, reader)
+        self.engine = Engine(conn, batch_size, raise_errors, reader, lanes)
         self.held: set[str] = set()
 
     async def claim(self) -> list[str]:
@@ -77,6 +79,11 @@ class Worker:
         except psycopg.Error:
             # A connection we cannot clean must not carry our leases back into the pool.
             await self.conn.close()
+        for lane in self.lanes:
+            try:
+                await lane.execute("DISCARD TEMP")  # its staging tables
+            except psycopg.Error:
+                await lane.close()
         self.held.clear()
 
     async def run(self, stop: asyncio.Event, poll_interval: float) -> None:
@@ -130,15 +137,20 @@ async def run_workers(
     `ledger_events` or `poll_interval` seconds, and retries claims every few seconds so it takes
     over from workers that died. Losing the database connection is survived: it reconnects with
     backoff and claims again. A projector that fails on a batch backs off alone. Run several
-    calls (tasks or processes) for more workers; each holds one pooled connection.
+    calls (tasks or processes) for more workers; each holds three pooled connections
+    (leases and reads ahead; a second lane applies projectors concurrently).
     """
     projectors = select(names)
     stop = stop or asyncio.Event()
     failures = 0
     while not stop.is_set():
         try:
-            async with pool.connection() as conn, pool.connection() as reader:
-                worker = Worker(conn, projectors, batch_size, reader=reader)
+            async with (
+                pool.connection() as conn,
+                pool.connection() as reader,
+                pool.connection() as lane,
+            ):
+                worker = Worker(conn, projectors, batch_size, reader=reader, lanes=[lane])
                 try:
                     await worker.run(stop, poll_interval)
                 finally:
@@ -169,8 +181,14 @@ async def catch_up(
     The count is of log events read and applied by this call.
     """
     projectors = select(names)
-    async with pool.connection() as conn, pool.connection() as reader:
-        worker = Worker(conn, projectors, batch_size, raise_errors=True, reader=reader)
+    async with (
+        pool.connection() as conn,
+        pool.connection() as reader,
+        pool.connection() as lane,
+    ):
+        worker = Worker(
+            conn, projectors, batch_size, raise_errors=True, reader=reader, lanes=[lane]
+        )
         try:
             target = await last_below_horizon(conn)
             await worker.claim()

@@ -54,6 +54,7 @@ class LeaderboardsProjector(Projector):
     """Sums a batch per member and UTC day, rolls days up into periods, moves histogram counts."""
 
     name = "leaderboards"
+    weight = 5  # eight score rows per event (two boards x four periods) and a histogram
     handles = LC_EVENTS | XP_EVENTS
     tables = (SCORES, BUCKETS)
 
