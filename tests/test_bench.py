@@ -22,7 +22,8 @@ def test_quick_bench_runs_every_workload_with_its_baseline(
     assert report["setup"]["cores"] and report["setup"]["server_version"]
     results = report["results"]
     assert {r["key"] for r in results} == WORKLOADS
-    # P6 reports each of its four queries
+    # P4 reports a busy guild's backlog and a sparse one; P6 each of its four queries
+    assert len([r for r in results if r["key"] == "P4"]) == 2
     assert len([r for r in results if r["key"] == "P6"]) == 4
     for result in results:
         key = result["key"]
@@ -32,7 +33,9 @@ def test_quick_bench_runs_every_workload_with_its_baseline(
         assert result["ratio"] is not None, key
     # The projection workloads ran on the data they describe: a backlog, a whole log, a guild.
     by_key = {r["key"]: r for r in results}
-    assert "20,0" in by_key["P4"]["workload"]
+    busy, sparse = (r for r in results if r["key"] == "P4")
+    assert "busy guild (400 members)" in busy["workload"] and "20,0" in busy["workload"]
+    assert "20,0" in sparse["workload"] and "sparse" in sparse["workload"]
     assert "5,000-member guild" in by_key["P6"]["workload"]
     assert "verify" in by_key["P5"]["invariants"]
     assert "verify" in by_key["P7"]["invariants"]

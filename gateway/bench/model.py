@@ -46,6 +46,7 @@ class Sizes:
     p8_history: int
     p8_samples: int
     p4_events: int  # the catch-up backlog
+    p4_members: int  # members of the busy guild's backlog
     p5_events: int  # the whole log a rebuild folds
     p6_members: int  # members of the guild queried
     p6_samples: int  # calls of each query
@@ -59,6 +60,7 @@ FULL = Sizes(
     p8_history=1_000_000,
     p8_samples=300,
     p4_events=1_000_000,
+    p4_members=20_000,
     p5_events=10_000_000,
     p6_members=1_000_000,
     p6_samples=3_000,
@@ -71,6 +73,7 @@ QUICK = Sizes(
     p8_history=5_000,
     p8_samples=20,
     p4_events=20_000,
+    p4_members=400,
     p5_events=50_000,
     p6_members=5_000,
     p6_samples=200,

@@ -207,6 +207,11 @@ async def _projection_workloads(
     big = SyntheticGuild(base_guild + 5)
     if "P4" in wanted:
         report.results.append(
+            await projection_workloads.p4_busy_guild(
+                services, base_guild + 40, sizes.p4_events, sizes.p4_members, say
+            )
+        )
+        report.results.append(
             await projection_workloads.p4_catch_up(services, big, sizes.p4_events, say)
         )
     if "P5" in wanted:
