@@ -217,7 +217,7 @@ async def _projection_workloads(
     if "P5" in wanted:
         report.results.append(
             await projection_workloads.p5_rebuild(
-                services, big, sizes.p5_events, sizes.p6_members, say
+                services, url, big, sizes.p5_events, sizes.p6_members, say
             )
         )
     if "P6" in wanted:
