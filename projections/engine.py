@@ -32,6 +32,12 @@ from projections.tables import TableIO
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 50_000
+# While a backlog keeps batches full, each next batch is twice as big, up to this. A batch costs
+# mostly the read-table rows it touches, and a busy guild's members recur all through a deep
+# backlog: 500k message grants from 20,000 members caught up at 24k events/s in 50k-event
+# batches and at 64k/s in 200k-event ones (peak RSS then about 450 MB). Back to the base size as
+# soon as a batch comes back short (caught up).
+MAX_BATCH_SIZE = 200_000
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -55,9 +61,11 @@ class Engine:
         raise_errors: bool = False,
         reader: psycopg.AsyncConnection[Any] | None = None,
         lanes: Sequence[psycopg.AsyncConnection[Any]] = (),
+        max_batch_size: int = MAX_BATCH_SIZE,
     ) -> None:
         self.conn = conn
-        self.batch_size = batch_size
+        self.base_batch_size = self.batch_size = batch_size
+        self.max_batch_size = max(batch_size, max_batch_size)
         self.raise_errors = raise_errors
         self.io = TableIO(conn, schema=None)
         self.lanes = [self.io, *(TableIO(lane, schema=None) for lane in lanes)]
@@ -98,7 +106,11 @@ class Engine:
         batch = await self._read(start, types)
         if batch.end is None:
             return 0
-        if self.reader is not None and batch.read == self.batch_size:
+        full = batch.read == self.batch_size
+        self.batch_size = (
+            min(2 * self.batch_size, self.max_batch_size) if full else self.base_batch_size
+        )
+        if self.reader is not None and full:
             task = asyncio.ensure_future(read_batch(self.reader, batch.end, self.batch_size, types))
             self._prefetch = (batch.end, types, task)
         groups = self._spread(active)

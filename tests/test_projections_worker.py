@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -12,6 +14,7 @@ from ledger import commands as cmd
 from ledger import events as ev
 from ledger.store import NOTIFY_CHANNEL
 from projections import catch_up, run_workers, status
+from projections import engine as engine_module
 from projections import worker as worker_module
 from projections.engine import Engine
 from projections.log import after, last_below_horizon
@@ -225,4 +228,24 @@ def test_rows_of_another_schema_version_take_the_decode_path(env: LedgerEnv) -> 
     assert env.sql("SELECT balance, minted, burned FROM balances WHERE member_id = 99") == [
         (33, 35, 2)
     ]
+    assert_tables_equal_fold(env)
+
+
+def test_batches_grow_while_a_backlog_keeps_them_full(
+    traffic_env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = traffic_env
+    limits: list[int] = []
+    real_read = engine_module.read_batch
+
+    async def recording(conn: Any, start: Any, limit: int, types: Any) -> Any:
+        limits.append(limit)
+        return await real_read(conn, start, limit, types)
+
+    monkeypatch.setattr(engine_module, "read_batch", recording)
+    events = env.sql("SELECT count(*) FROM events")[0][0]
+    assert env.run(catch_up(env.store.pool, batch_size=10)) == events
+    # 10, 20, 40, ... while full; the last read comes back short
+    assert limits[:3] == [10, 20, 40] and len(limits) < events // 10
+    assert all(b == 2 * a for a, b in itertools.pairwise(limits))
     assert_tables_equal_fold(env)
