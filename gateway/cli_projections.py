@@ -79,7 +79,8 @@ async def project(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with app_services(settings, max_connections=2 * args.workers + 4) as services:
+    # each worker holds three connections (leases and reads, read-ahead, a second lane: D14)
+    async with app_services(settings, max_connections=3 * args.workers + 4) as services:
         health = await start_health(services, args.health_port)
         print(f"projecting ({args.workers} worker(s)); Ctrl-C to stop", file=sys.stderr)
         try:
