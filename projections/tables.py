@@ -167,6 +167,12 @@ class TableIO:
             for row in rows:
                 await copy.write_row(row)
 
+    async def stage(self, table: Table, rows: Iterable[Sequence[Any]]) -> sql.Identifier:
+        """COPY rows into the table's session stage (empty it when done); return its name."""
+        await self._ensure_stage(table)
+        await self._copy(sql.Identifier(table.stage), table.columns, rows)
+        return sql.Identifier(table.stage)
+
     async def load(self, table: Table, keys: Collection[Key]) -> dict[Key, Values]:
         """The rows at `keys` that exist, as key -> values."""
         if not keys:

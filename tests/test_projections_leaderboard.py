@@ -210,3 +210,17 @@ def test_score_buckets_are_monotone_and_bounded(score: int) -> None:
     if abs(score) >= 256:  # a bucket spans less than 1/128 of its scores' size
         assert (bucket_top(bucket) - bucket_floor(bucket)) * 128 < abs(score)
     assert abs(bucket) < 7400
+
+
+def test_the_sql_bucket_function_equals_score_bucket(env: LedgerEnv) -> None:
+    # every power of two and its neighbours, both signs, and a spread of random scores
+    edges = {s * (2**k + d) for k in range(63) for d in (-1, 0, 1) for s in (1, -1)}
+    rng = random.Random(13)
+    scores = sorted(
+        {x for x in edges if abs(x) < 2**63}
+        | {rng.randrange(-(2**62), 2**62) for _ in range(5_000)}
+    )
+    rows = env.sql(
+        "SELECT s, ledger_score_bucket(s) FROM unnest(%s::int8[]) AS s ORDER BY s", (scores,)
+    )
+    assert [bucket for _, bucket in rows] == [score_bucket(s) for s in scores]

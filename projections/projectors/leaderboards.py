@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC
 
+from psycopg import sql
+
 from ledger import events as ev
 from ledger.member import xp_delta
 from projections.flows import lc_earned
 from projections.periods import ALL_TIME, day_periods, score_bucket, utc_day
 from projections.projector import Delivered, Overlay, Projector
 from projections.projectors.wallets import LC_EVENTS
-from projections.tables import Column, Table, cols
+from projections.tables import Column, Table, TableIO, cols
 
 SCORES = Table(
     "leaderboard_scores",
@@ -45,6 +47,32 @@ BUCKETS = Table(
     drop_zero=True,
     member_index=None,
 )
+
+# Live batches move scores and histogram counts in the server, in one statement, instead of
+# loading every touched score first: the old scores come from the statement's own snapshot.
+MOVE_SCORES = """
+WITH old AS (
+    SELECT s.guild_id, s.board, s.period, s.score
+      FROM {scores} s JOIN {stage} d USING (guild_id, board, period, member_id)
+), new AS (
+    INSERT INTO {scores} AS t (guild_id, board, period, member_id, score)
+    SELECT guild_id, board, period, member_id, score FROM {stage}
+    ON CONFLICT (guild_id, board, period, member_id) DO UPDATE SET score = t.score + excluded.score
+    RETURNING t.guild_id, t.board, t.period, t.score
+), moves AS (
+    SELECT guild_id, board, period, ledger_score_bucket(score) AS bucket, 1 AS n FROM new
+    UNION ALL
+    SELECT guild_id, board, period, ledger_score_bucket(score), -1 FROM old
+)
+INSERT INTO {buckets} AS b (guild_id, board, period, bucket, members)
+SELECT guild_id, board, period, bucket, sum(n) FROM moves
+ GROUP BY guild_id, board, period, bucket HAVING sum(n) <> 0
+ON CONFLICT (guild_id, board, period, bucket) DO UPDATE SET members = b.members + excluded.members
+"""
+DROP_EMPTY_BUCKETS = """
+DELETE FROM {buckets} b USING (SELECT DISTINCT guild_id, board, period FROM {stage}) k
+ WHERE b.guild_id = k.guild_id AND b.board = k.board AND b.period = k.period AND b.members = 0
+"""
 
 ScoreKey = tuple[int, str, str, int]
 XP_EVENTS: frozenset[type[ev.Event]] = frozenset({ev.XpGranted, ev.GamePlayed, ev.Reverted})
@@ -92,6 +120,9 @@ class LeaderboardsProjector(Projector):
                 for period in periods:
                     key = (guild, board, period, member)
                     totals[key] = totals.get(key, 0) + amount
+        if state.live and state.io is not None:
+            await _move_in_sql(state.io, totals)
+            return
         await state.load(SCORES, totals)
         # Histogram moves are summed here first: a batch moves thousands of members among a few
         # hundred buckets, and a dict update costs a fraction of a `state.add` (a move that nets
@@ -114,3 +145,14 @@ class LeaderboardsProjector(Projector):
         for bucket, members in moves.items():
             if members:
                 state.add(BUCKETS, bucket, (members,))
+
+
+async def _move_in_sql(io: TableIO, totals: dict[ScoreKey, int]) -> None:
+    """Add the batch's score changes and move the histogram counts, in the server."""
+    if not totals:
+        return
+    stage = await io.stage(SCORES, [(*key, amount) for key, amount in totals.items()])
+    names = {"scores": io.ident(SCORES), "buckets": io.ident(BUCKETS), "stage": stage}
+    await io.conn.execute(sql.SQL(MOVE_SCORES).format(**names))
+    await io.conn.execute(sql.SQL(DROP_EMPTY_BUCKETS).format(**names))
+    await io.conn.execute(sql.SQL("DELETE FROM {}").format(stage))
