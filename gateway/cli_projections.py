@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.cli_audit import file_path
+from gateway.cli_audit import file_path, positive_int
 from gateway.cli_commands import app_services
 from gateway.health import HealthServer, database_healthy, services_collector
 from gateway.progress import Progress
@@ -24,6 +24,7 @@ from projections import (
     RebuildBusy,
     UnknownProjector,
     VerifyReport,
+    WorkerFailed,
     rebuild,
     run_workers,
     status,
@@ -58,6 +59,14 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             "--export", type=file_path, metavar="FILE", help="check an export file instead"
         )
         parser.add_argument("--max-differences", type=int, default=20, help="per table")
+    if name == "rebuild":
+        parser.add_argument(
+            "--jobs",
+            type=positive_int,
+            metavar="N",
+            help="processes folding the log member by member (default: one per core and per "
+            "million events); a log read in delivery order is folded by one",
+        )
     if name in ("verify", "status", "rebuild"):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -136,8 +145,8 @@ async def rebuild_command(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(resolve_database(settings)) as services:
         try:
             with Progress("rebuild", "events") as progress:
-                report = await rebuild(services.pool, names, progress.update)
-        except RebuildBusy as exc:
+                report = await rebuild(services.pool, names, progress.update, jobs=args.jobs)
+        except (RebuildBusy, WorkerFailed) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
     if args.json:
@@ -145,7 +154,8 @@ async def rebuild_command(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(
             f"rebuilt {', '.join(report.projectors)}: {report.events:,} events in "
-            f"{report.seconds:.1f}s ({report.events_per_second:,.0f}/s), swapped in at "
+            f"{report.seconds:.1f}s ({report.events_per_second:,.0f}/s, "
+            f"{report.jobs} process{'es' if report.jobs > 1 else ''}), swapped in at "
             f"position {report.checkpoint[1]}"
         )
     return EXIT_OK

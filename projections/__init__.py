@@ -5,7 +5,8 @@ The public entry points (the CLI and the gateway call these; the gateway reads o
 
 - `run_workers(pool, names=..., stop=...)`: a worker process's loop; `catch_up(pool)`: apply
   everything visible now and return.
-- `rebuild(pool, names, progress)`: blue/green rebuild from the log.
+- `rebuild(pool, names, progress, jobs=...)`: blue/green rebuild from the log, folded by one
+  process or, member by member, by several (`WorkerFailed` when one of them fails).
 - `verify(pool, names)`: replay the log in memory and compare with the live tables.
 - `status(pool)`: checkpoints, lag, what holds the projectors back, leases.
 
@@ -14,6 +15,7 @@ The public entry points (the CLI and the gateway call these; the gateway reads o
 
 from __future__ import annotations
 
+from projections.partitions import WorkerFailed
 from projections.projectors import PROJECTORS, UnknownProjector
 from projections.rebuild import RebuildBusy, RebuildReport, rebuild
 from projections.status import Holder, ProjectorStatus, status
@@ -30,6 +32,7 @@ __all__ = [
     "TableCheck",
     "UnknownProjector",
     "VerifyReport",
+    "WorkerFailed",
     "catch_up",
     "rebuild",
     "run_workers",

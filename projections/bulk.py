@@ -9,6 +9,11 @@ chunk of events, the open member's rows and the rows waiting to be written, what
 the guild. Reading the next chunk and writing finished rows run on their own connections while
 Python folds, each write its own short transaction.
 
+A fold covers one range of streams, so ranges can be folded side by side by several processes
+(`projections.partitions`). Tables that are not one member's are left out of the bulk fold and
+derived from the complete others afterwards (`Projector.derive`), so no two ranges ever write
+the same row.
+
 Afterwards the rebuild continues in delivery order from the last event below that horizon.
 """
 
@@ -21,13 +26,11 @@ from typing import Any
 
 import psycopg
 
-from ledger.store import Checkpoint
-from projections.log import Batch, horizon, last_before, read_member_chunk
+from projections.log import Batch, MemberKey, read_member_chunk
 from projections.projector import Overlay, Projector
 from projections.tables import Key, Table, TableIO
 
 SHADOW_SCHEMA = "projection_shadow"
-_BEFORE_ALL = (-(2**63), -(2**63), -(2**63))
 
 
 class Shadow:
@@ -61,29 +64,31 @@ async def _write(
             await io.insert(table, rows)
 
 
-async def fold_by_member(
-    conn: psycopg.AsyncConnection[Any],
+async def fold_range(
     reader: psycopg.AsyncConnection[Any],
     writer: psycopg.AsyncConnection[Any],
     shadows: Sequence[Shadow],
+    point: str,
+    members: tuple[MemberKey, MemberKey],
     chunk_size: int,
     max_rows: int,
     progress: Callable[[int], None],
-) -> tuple[int, Checkpoint]:
-    """Fold every event below the current horizon; return how many, and the point reached.
+) -> int:
+    """Fold the events below horizon `point` of the streams in `[first, stop)` = `members`.
 
-    The point is the last event below the horizon in delivery order: exactly the events up to
-    it were folded, so the rebuild continues from there in delivery order.
+    Every row is written to the shadows before it returns (the overlays are left empty); returns
+    the events read.
     """
-    point = await horizon(conn)
-    end = await last_before(conn, point) or Checkpoint()
+    first, stop = members
     types = frozenset().union(*(s.projector.type_names() for s in shadows))
     for shadow in shadows:
         shadow.state.io = None  # nothing to read back: the shadows only hold finished members
+        shadow.state.bulk = True
     done = 0
     writing: asyncio.Future[None] | None = None
+    start = (*first, -(2**63))
     next_read = asyncio.ensure_future(
-        read_member_chunk(reader, _BEFORE_ALL, point, chunk_size, types)
+        read_member_chunk(reader, start, point, chunk_size, types, stop)
     )
     try:
         while True:
@@ -92,7 +97,7 @@ async def fold_by_member(
                 break
             if batch.read == chunk_size:
                 next_read = asyncio.ensure_future(
-                    read_member_chunk(reader, cursor, point, chunk_size, types)
+                    read_member_chunk(reader, cursor, point, chunk_size, types, stop)
                 )
             await fold_batch(shadows, batch)
             done += batch.read
@@ -118,5 +123,6 @@ async def fold_by_member(
     for shadow in shadows:
         shadow.state.clear()
         shadow.state.io = shadow.io
+        shadow.state.bulk = False
         shadow.state.fresh = False
-    return done, end
+    return done

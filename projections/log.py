@@ -97,6 +97,7 @@ READ_MEMBER_CHUNK = _assemble(
     SELECT e.tx, e.position, e.guild_id, e.stream, e.version, e.type, e.schema_version, e.data
       FROM events e
      WHERE (e.guild_id, e.stream, e.version) > (%(guild)s, %(stream)s, %(version)s)
+       AND (e.guild_id, e.stream) < (%(stop_guild)s, %(stop_stream)s)
        AND e.tx < %(horizon)s::text::xid8
      ORDER BY e.guild_id, e.stream, e.version
      LIMIT %(limit)s""",
@@ -173,6 +174,11 @@ async def read_batch(
 
 
 MemberCursor = tuple[int, int, int]  # (guild_id, stream, version)
+MemberKey = tuple[int, int]  # (guild_id, stream)
+# Bounds of member order: before every stream, and after every stream (no member id is 2**63-1:
+# Discord ids are below 2**63 - 1, and the guild's own stream is 0).
+FIRST_MEMBER: MemberKey = (-(2**63), -(2**63))
+LAST_MEMBER: MemberKey = (2**63 - 1, 2**63 - 1)
 
 
 async def read_member_chunk(
@@ -181,14 +187,18 @@ async def read_member_chunk(
     horizon: str,
     limit: int,
     types: Collection[str],
+    stop: MemberKey = LAST_MEMBER,
 ) -> tuple[Batch, MemberCursor | None]:
     """Up to `limit` events after `start` in member order, all with `tx < horizon` (rebuilds).
 
-    Each stream's events come in its delivery order; streams follow each other. The batch's
-    `end` is unset (this is not delivery order); the cursor to continue from is returned.
+    Each stream's events come in its delivery order; streams follow each other, up to (not
+    including) stream `stop`. The batch's `end` is unset (this is not delivery order); the
+    cursor to continue from is returned.
     """
     guild, stream, version = start
     params = {
+        "stop_guild": stop[0],
+        "stop_stream": stop[1],
         "types": list(types),
         "guild": guild,
         "stream": stream,

@@ -63,6 +63,9 @@ class Overlay:
         # Before its first flush into an empty shadow table nothing exists there yet, so rows can
         # be COPYed straight in instead of merged.
         self.fresh = False
+        # True in a rebuild's member-ordered bulk fold: a projector may leave out a table that
+        # it derives in SQL from its complete other tables afterwards (`Projector.derive`).
+        self.bulk = False
         self.rows: dict[str, dict[Key, Values | None]] = {}
         self.base: dict[str, dict[Key, Values | None]] = {}
         self.counters: dict[str, dict[Key, list[object]]] = {}
@@ -239,6 +242,14 @@ class Projector(abc.ABC):
     def type_names(cls) -> frozenset[str]:
         """The stored type names of the events it handles."""
         return frozenset(type_name(t) for t in cls.handles)
+
+    async def derive(self, io: TableIO) -> None:
+        """Fill the tables a bulk fold (`Overlay.bulk`) left out, from the others, in SQL.
+
+        Runs once, after every member's rows are in `io`'s tables and before their indexes are
+        built. Most projectors leave nothing out.
+        """
+        return
 
     @abc.abstractmethod
     async def apply(self, batch: Sequence[Delivered], state: Overlay) -> None:

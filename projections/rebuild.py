@@ -33,8 +33,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger.store import Checkpoint
 from projections import checkpoints
-from projections.bulk import SHADOW_SCHEMA, Shadow, fold_batch, fold_by_member
+from projections.bulk import SHADOW_SCHEMA, Shadow, fold_batch
+from projections.bulk_worker import Done
 from projections.log import count_below_horizon, read_batch
+from projections.partitions import default_jobs, fold_by_member
 from projections.projector import Projector
 from projections.projectors import select
 from projections.tables import TableIO
@@ -94,6 +96,8 @@ class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
     applied: dict[str, int]  # events folded, per projector
     checkpoint: tuple[int, int]  # (tx, position) the swapped-in tables are at
     seconds: float
+    jobs: int = 1  # processes that folded the log (member order only)
+    workers_peak_rss_bytes: int = 0  # the worker processes' peak RSS, summed
 
     @property
     def events_per_second(self) -> float:
@@ -109,6 +113,7 @@ async def rebuild(
     chunk_size: int = DEFAULT_CHUNK,
     max_rows: int = DEFAULT_MAX_ROWS,
     order: Order = "auto",
+    jobs: int | None = None,
 ) -> RebuildReport:
     """Rebuild `names` (all projectors when None) from the log and swap the result in.
 
@@ -120,6 +125,10 @@ async def rebuild(
     tables fit in `max_rows` (beyond that, rows are flushed and read back); "member" folds
     member by member (`projections.bulk`), never reading rows back, best for guilds too big
     for memory; "auto" picks by the number of member streams.
+
+    `jobs`: processes for a member-ordered fold (`projections.partitions`); None picks one per
+    core and million events. A delivery-order fold is always one process, so with `order`
+    "auto", asking for more than one makes the fold member-ordered (when it can be).
     """
     projectors = select(names)
     started = time.monotonic()
@@ -131,6 +140,8 @@ async def rebuild(
                     raise RebuildBusy(f"projector {projector.name} is already being rebuilt")
                 taken.append(projector.name)
             live_schema = await _live_schema(conn)
+            if order == "auto" and jobs is not None and jobs > 1:
+                order = "member"
             member_order = await _member_order(conn, projectors, order, max_rows)
             # A member-ordered fold only appends rows: the shadows get their indexes afterwards,
             # built by one sort each, instead of maintained row by row (random inserts into
@@ -144,19 +155,25 @@ async def rebuild(
                 if progress is not None:
                     progress(done, max(total, done))
 
-            folded, point = 0, Checkpoint()
+            folded, point, workers = 0, Checkpoint(), list[Done]()
             if member_order:
-                async with pool.connection() as writer:
-                    folded, point = await fold_by_member(
-                        conn, reader, writer, shadows, chunk_size, max_rows, report
-                    )
+                jobs = default_jobs(total) if jobs is None else jobs
+                folded, point, workers = await fold_by_member(
+                    pool, conn, reader, shadows, chunk_size, max_rows, report, jobs
+                )
+                log.info(
+                    "rebuild: %d events folded by member in %d process(es) after %.1f s",
+                    folded, 1 + len(workers), time.monotonic() - started,
+                )  # fmt: skip
                 await _index_shadows(conn, projectors, live_schema)
+                log.info("rebuild: shadow indexes built after %.1f s", time.monotonic() - started)
             more, point = await _fold_log(
                 conn, reader, shadows, point, folded, chunk_size, max_rows, report
             )
             for shadow in shadows:
                 await _flush(conn, shadow)
             await _analyze(conn, projectors)
+            log.info("rebuild: folded and analysed after %.1f s", time.monotonic() - started)
             point, tail = await _swap(conn, shadows, point, chunk_size, live_schema)
             await _drop_retired(conn, projectors)
         finally:
@@ -169,6 +186,8 @@ async def rebuild(
         applied={s.projector.name: s.applied for s in shadows},
         checkpoint=(point.tx, point.position),
         seconds=time.monotonic() - started,
+        jobs=1 + len(workers),
+        workers_peak_rss_bytes=sum(w.peak_rss_bytes for w in workers),
     )
 
 

@@ -47,9 +47,13 @@ def test_verify_fails_with_a_diff_when_a_row_is_altered(
     assert main(["verify", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False
-    # a rebuild restores the table from the log
+    # a rebuild restores the table from the log, in one process or several
     assert main(["rebuild", "wallets"]) == 0
     capsys.readouterr()
+    assert main(["verify"]) == 0
+    capsys.readouterr()
+    assert main(["rebuild", "--jobs", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jobs"] == 2
     assert main(["verify"]) == 0
 
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
-from projections import RebuildBusy, catch_up, rebuild, run_workers, status, verify
+from projections import RebuildBusy, catch_up, partitions, rebuild, run_workers, status, verify
 from projections import worker as worker_module
+from projections.bulk_worker import Job
 from projections.checkpoints import REBUILD_CLASS, lock_id
+from projections.log import FIRST_MEMBER, LAST_MEMBER, MemberKey
+from projections.partitions import split
 from tests.fix_db import LedgerEnv
 from tests.fix_projections import (
     Traffic,
@@ -138,3 +144,84 @@ def test_rebuild_sets_checkpoints_and_status(traffic_env: LedgerEnv) -> None:
         assert s.rebuilt_at is not None and s.lag_events == 0
         assert s.events_applied == report.applied[s.name]
     assert report.events_per_second > 0
+
+
+def test_rebuild_in_several_processes_gives_the_same_bytes(traffic_env: LedgerEnv) -> None:
+    env = traffic_env
+    one = env.run(rebuild(env.store.pool, chunk_size=17, max_rows=40, order="member", jobs=1))
+    first = digests(env)
+    seen: list[tuple[int, int]] = []
+    three = env.run(
+        rebuild(
+            env.store.pool,
+            chunk_size=17,
+            max_rows=40,
+            order="member",
+            jobs=3,
+            progress=lambda done, total: seen.append((done, total)),
+        )
+    )
+    assert three.jobs == 3 and one.jobs == 1
+    assert three.workers_peak_rss_bytes > 0 == one.workers_peak_rss_bytes
+    assert three.events == one.events == env.sql("SELECT count(*) FROM events")[0][0]
+    assert three.applied == one.applied
+    assert seen[-1][0] == three.events
+    assert digests(env) == first
+    assert_tables_equal_fold(env)
+
+
+def test_split_cuts_member_order_into_ranges_of_about_equal_events(
+    traffic_env: LedgerEnv,
+) -> None:
+    env = traffic_env
+
+    async def ranges(jobs: int) -> list[tuple[MemberKey, MemberKey]]:
+        async with env.store.pool.connection() as conn:
+            return await split(conn, jobs)
+
+    streams = env.sql("SELECT guild_id, stream, version FROM streams ORDER BY 1, 2")
+    total = sum(int(v) for _, _, v in streams)
+    biggest = max(int(v) for _, _, v in streams)
+    assert env.run(ranges(1)) == [(FIRST_MEMBER, LAST_MEMBER)]
+    for jobs in (2, 3, 5):
+        cut = env.run(ranges(jobs))
+        assert len(cut) == jobs
+        assert cut[0][0] == FIRST_MEMBER and cut[-1][1] == LAST_MEMBER
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(cut))  # contiguous
+        for first, stop in cut:
+            events = sum(int(v) for g, s, v in streams if first <= (g, s) < stop)
+            assert abs(events - total / jobs) <= biggest
+
+
+def test_a_failing_worker_fails_the_rebuild_and_leaves_the_live_tables(
+    traffic_env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = traffic_env
+    project(env)
+    live = digests(env)
+
+    def unreachable(**fields: Any) -> Job:
+        fields["conninfo"] = make_conninfo(fields["conninfo"], dbname="no_such_database")
+        return Job(**fields)
+
+    monkeypatch.setattr(partitions, "Job", unreachable)
+    with pytest.raises(partitions.WorkerFailed, match="no_such_database"):
+        env.run(rebuild(env.store.pool, order="member", jobs=2))
+    assert digests(env) == live
+    monkeypatch.undo()
+    env.run(rebuild(env.store.pool, order="member", jobs=2))
+    assert digests(env) == live
+
+
+def test_a_worker_reports_what_went_wrong(traffic_env: LedgerEnv) -> None:
+    env = traffic_env
+    job = Job(
+        conninfo=env.store.pool.conninfo,  # type: ignore[arg-type]
+        projectors=["no_such_projector"],
+        horizon="0",
+        members=(FIRST_MEMBER, LAST_MEMBER),
+        chunk_size=10,
+        max_rows=10,
+    )
+    with pytest.raises(partitions.WorkerFailed, match="no_such_projector"):
+        env.run(partitions.Worker(job).run(lambda done: None))

@@ -74,6 +74,14 @@ DELETE FROM {buckets} b USING (SELECT DISTINCT guild_id, board, period FROM {sta
  WHERE b.guild_id = k.guild_id AND b.board = k.board AND b.period = k.period AND b.members = 0
 """
 
+# A rebuild's bulk fold writes only the scores; the histogram is then counted from them, which
+# is what it is by definition: how many rows of a (board, period) have a score in each bucket.
+COUNT_BUCKETS = """
+INSERT INTO {buckets} (guild_id, board, period, bucket, members)
+SELECT guild_id, board, period, ledger_score_bucket(score), count(*) FROM {scores}
+ GROUP BY guild_id, board, period, ledger_score_bucket(score)
+"""
+
 ScoreKey = tuple[int, str, str, int]
 XP_EVENTS: frozenset[type[ev.Event]] = frozenset({ev.XpGranted, ev.GamePlayed, ev.Reverted})
 
@@ -124,6 +132,11 @@ class LeaderboardsProjector(Projector):
             await _move_in_sql(state.io, totals)
             return
         await state.load(SCORES, totals)
+        if state.bulk:  # the histogram is counted afterwards (`derive`)
+            for key, amount in totals.items():
+                row = state.get(SCORES, key)
+                state.put(SCORES, key, (amount if row is None else row[0] + amount,))
+            return
         # Histogram moves are summed here first: a batch moves thousands of members among a few
         # hundred buckets, and a dict update costs a fraction of a `state.add` (a move that nets
         # to zero changes nothing, so it is left out).
@@ -145,6 +158,11 @@ class LeaderboardsProjector(Projector):
         for bucket, members in moves.items():
             if members:
                 state.add(BUCKETS, bucket, (members,))
+
+    async def derive(self, io: TableIO) -> None:
+        """Count the histogram from the scores (after a bulk fold, which left it out)."""
+        names = {"scores": io.ident(SCORES), "buckets": io.ident(BUCKETS)}
+        await io.conn.execute(sql.SQL(COUNT_BUCKETS).format(**names))
 
 
 async def _move_in_sql(io: TableIO, totals: dict[ScoreKey, int]) -> None:
