@@ -24,13 +24,16 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import psycopg
+from psycopg import sql
 
 from projections.log import Batch, MemberKey, read_member_chunk
 from projections.projector import Overlay, Projector
 from projections.tables import Key, Table, TableIO
 
 SHADOW_SCHEMA = "projection_shadow"
+_json = msgspec.json.Encoder()
 
 
 class Shadow:
@@ -53,13 +56,50 @@ async def fold_batch(shadows: Sequence[Shadow], batch: Batch) -> None:
             shadow.applied += len(events)
 
 
+# The shadow tables by name and oid: a rebuild's identity for its worker processes.
+SHADOW_OIDS = """
+SELECT c.relname::text, c.oid::int8 FROM pg_class c
+ WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r'
+"""
+# Inside a write's transaction, after its tables are locked: are they still the ones we mean?
+SAME_SHADOWS = """
+SELECT count(*) FROM json_each_text(%s::json) AS s(name, oid)
+ WHERE to_regclass(format('%%I.%%I', %s::text, s.name))::oid::int8 IS DISTINCT FROM s.oid::int8
+"""
+
+
+class ShadowsReplaced(RuntimeError):
+    """The shadow tables are not the ones this fold was started for (a newer rebuild's)."""
+
+
+async def shadow_oids(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
+    """The shadow tables that exist now, by name."""
+    cur = await conn.execute(SHADOW_OIDS, (SHADOW_SCHEMA,))
+    return {name: oid for name, oid in await cur.fetchall()}
+
+
 async def _write(
-    conn: psycopg.AsyncConnection[Any], finished: list[tuple[Table, list[Key]]]
+    conn: psycopg.AsyncConnection[Any],
+    finished: list[tuple[Table, list[Key]]],
+    owned: dict[str, int] | None,
 ) -> None:
     if not finished:
         return
     io = TableIO(conn, SHADOW_SCHEMA)
     async with conn.transaction():
+        if owned is not None:
+            # A worker process outliving its rebuild must never write into the shadows of the
+            # next one: lock the tables (as COPY would), then check they are the same tables.
+            await conn.execute(
+                sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(
+                    sql.SQL(", ").join(io.ident(table) for table, _ in finished)
+                )
+            )
+            mine = {table.name: owned.get(table.name, 0) for table, _ in finished}
+            cur = await conn.execute(SAME_SHADOWS, (_json.encode(mine).decode(), SHADOW_SCHEMA))
+            row = await cur.fetchone()
+            if row is None or row[0]:
+                raise ShadowsReplaced("the shadow tables were replaced: another rebuild started")
         for table, rows in finished:
             await io.insert(table, rows)
 
@@ -73,11 +113,13 @@ async def fold_range(
     chunk_size: int,
     max_rows: int,
     progress: Callable[[int], None],
+    owned: dict[str, int] | None = None,
 ) -> int:
     """Fold the events below horizon `point` of the streams in `[first, stop)` = `members`.
 
     Every row is written to the shadows before it returns (the overlays are left empty); returns
-    the events read.
+    the events read. With `owned` (shadow table oids by name, from `shadow_oids`), every write
+    first checks that the shadows are still those tables (ShadowsReplaced if not).
     """
     first, stop = members
     types = frozenset().union(*(s.projector.type_names() for s in shadows))
@@ -108,10 +150,10 @@ async def fold_range(
                 finished = [t for s in shadows for t in s.state.take_finished(cursor[:2])]
                 if writing is not None:
                     await writing
-                writing = asyncio.ensure_future(_write(writer, finished))
+                writing = asyncio.ensure_future(_write(writer, finished, owned))
         if writing is not None:
             await writing
-        await _write(writer, [t for s in shadows for t in s.state.take_finished(None)])
+        await _write(writer, [t for s in shadows for t in s.state.take_finished(None)], owned)
     finally:
         # Reads or writes still in flight after an error must end before the connections go
         # back to the pool.

@@ -35,6 +35,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     members: tuple[tuple[int, int], tuple[int, int]]  # streams [first, stop)
     chunk_size: int
     max_rows: int
+    shadows: dict[str, int]  # the rebuild's shadow tables: name -> oid
 
 
 class Progress(msgspec.Struct, frozen=True, tag="progress"):
@@ -108,7 +109,7 @@ async def fold(job: Job) -> Done:
         shadows = [Shadow(p, TableIO(writer, SHADOW_SCHEMA)) for p in projectors]
         events = await fold_range(
             reader, writer, shadows, job.horizon, job.members, job.chunk_size, job.max_rows,
-            progress,
+            progress, job.shadows,
         )  # fmt: skip
     return Done(
         events=events,

@@ -27,7 +27,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ledger.store import Checkpoint
-from projections.bulk import SHADOW_SCHEMA, Shadow, fold_range
+from projections.bulk import SHADOW_SCHEMA, Shadow, fold_range, shadow_oids
 from projections.bulk_worker import Done, Failed, Job, Message, Progress
 from projections.log import FIRST_MEMBER, LAST_MEMBER, MemberKey, horizon, last_before
 from projections.tables import TableIO
@@ -153,9 +153,10 @@ async def fold_by_member(
     conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
     if len(ranges) > 1 and not conninfo:
         raise TypeError("a rebuild in several processes needs a pool made from a connection string")
+    owned = await shadow_oids(conn) if len(ranges) > 1 else {}
     workers = [
         Worker(Job(conninfo=conninfo, projectors=names, horizon=point, members=members,
-                   chunk_size=chunk_size, max_rows=share))
+                   chunk_size=chunk_size, max_rows=share, shadows=owned))
         for members in ranges[1:]
     ]  # fmt: skip
 

@@ -213,15 +213,41 @@ def test_a_failing_worker_fails_the_rebuild_and_leaves_the_live_tables(
     assert digests(env) == live
 
 
-def test_a_worker_reports_what_went_wrong(traffic_env: LedgerEnv) -> None:
-    env = traffic_env
-    job = Job(
+def _job(env: LedgerEnv, projectors: list[str], shadows: dict[str, int]) -> Job:
+    return Job(
         conninfo=env.store.pool.conninfo,  # type: ignore[arg-type]
-        projectors=["no_such_projector"],
-        horizon="0",
+        projectors=projectors,
+        horizon=env.sql("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")[0][0],  # type: ignore[arg-type]
         members=(FIRST_MEMBER, LAST_MEMBER),
         chunk_size=10,
         max_rows=10,
+        shadows=shadows,
     )
+
+
+def test_a_worker_reports_what_went_wrong(traffic_env: LedgerEnv) -> None:
+    env = traffic_env
     with pytest.raises(partitions.WorkerFailed, match="no_such_projector"):
-        env.run(partitions.Worker(job).run(lambda done: None))
+        env.run(partitions.Worker(_job(env, ["no_such_projector"], {})).run(lambda done: None))
+
+
+def test_a_worker_writes_only_into_the_shadows_it_was_started_for(
+    traffic_env: LedgerEnv,
+) -> None:
+    env = traffic_env
+    env.sql("CREATE SCHEMA IF NOT EXISTS projection_shadow")
+    env.sql("CREATE TABLE projection_shadow.balances (LIKE balances)")
+    oid = env.sql("SELECT 'projection_shadow.balances'::regclass::oid::int8")[0][0]
+    members = env.sql("SELECT count(DISTINCT (guild_id, stream)) FROM events WHERE stream <> 0")
+    # shadows replaced since (another rebuild's tables under the same name): nothing written
+    stale = _job(env, ["wallets"], {"balances": int(oid) + 1})  # type: ignore[call-overload]
+    with pytest.raises(partitions.WorkerFailed, match="replaced"):
+        env.run(partitions.Worker(stale).run(lambda done: None))
+    assert env.sql("SELECT count(*) FROM projection_shadow.balances") == [(0,)]
+    # its own shadows: every member's balance row
+    done = env.run(
+        partitions.Worker(_job(env, ["wallets"], {"balances": oid})).run(lambda done: None)  # type: ignore[dict-item]
+    )
+    assert done.applied["wallets"] > 0
+    assert env.sql("SELECT count(*) FROM projection_shadow.balances") == members
+    env.sql("DROP TABLE projection_shadow.balances")
