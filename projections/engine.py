@@ -9,6 +9,15 @@ checkpoint or not at all, whoever else is running.
 With extra connections (`lanes`), the projectors are spread over them by `Projector.weight`
 and the lanes apply a batch concurrently: the server writes one projector's rows while Python
 folds another's (on a 1M-event backlog the leaderboards alone cost as much as the other five).
+
+On a backlog, a batch's changes are held back and the next batches fold into the same overlay,
+up to `max_held_events` events or `MAX_HELD_ROWS` pending rows; then all of it is written with
+one checkpoint move. A busy guild's members recur all through a backlog, so this writes each
+touched row once per flush instead of once per batch: the rows written, not the events read,
+set the rate of a catch-up. Nothing held is written without its checkpoint (a failure or a
+moved checkpoint drops it, to be folded again), so exactly-once is unchanged. The rows a held
+overlay has read stay right because only the lease holder writes a projector's tables, and a
+rebuild's swap in between fails the checkpoint's compare-and-set.
 """
 
 from __future__ import annotations
@@ -32,12 +41,12 @@ from projections.tables import TableIO
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 50_000
-# While a backlog keeps batches full, each next batch is twice as big, up to this. A batch costs
-# mostly the read-table rows it touches, and a busy guild's members recur all through a deep
-# backlog: 500k message grants from 20,000 members caught up at 24k events/s in 50k-event
-# batches and at 64k/s in 200k-event ones (peak RSS then about 450 MB). Back to the base size as
-# soon as a batch comes back short (caught up).
-MAX_BATCH_SIZE = 200_000
+# While a backlog keeps batches full, each next batch is twice as big, up to this: fewer reads
+# and checkpoint moves. Back to the base size as soon as a batch comes back short (caught up).
+MAX_BATCH_SIZE = 100_000
+# How much a projector may fold before writing, while batches come back full.
+MAX_HELD_EVENTS = 2_000_000
+MAX_HELD_ROWS = 250_000
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -46,9 +55,21 @@ class Running:
     """A projector the engine runs: where it is, and whether it is backing off after an error."""
 
     projector: Projector
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint  # as stored: what is written
     failures: int = 0
     retry_at: float = 0.0
+    held: Overlay | None = None  # folded after `checkpoint`, not written yet
+    held_to: Checkpoint | None = None  # the last event folded into `held`
+    held_events: int = 0
+
+    @property
+    def folded(self) -> Checkpoint:
+        """Where the next batch starts for this projector."""
+        return self.held_to if self.held_to is not None else self.checkpoint
+
+    def drop_held(self) -> None:
+        """Forget what was folded and not written (it will be read and folded again)."""
+        self.held, self.held_to, self.held_events = None, None, 0
 
 
 class Engine:
@@ -62,10 +83,12 @@ class Engine:
         reader: psycopg.AsyncConnection[Any] | None = None,
         lanes: Sequence[psycopg.AsyncConnection[Any]] = (),
         max_batch_size: int = MAX_BATCH_SIZE,
+        max_held_events: int = MAX_HELD_EVENTS,
     ) -> None:
         self.conn = conn
         self.base_batch_size = self.batch_size = batch_size
         self.max_batch_size = max(batch_size, max_batch_size)
+        self.max_held_events = max_held_events
         self.raise_errors = raise_errors
         self.io = TableIO(conn, schema=None)
         self.lanes = [self.io, *(TableIO(lane, schema=None) for lane in lanes)]
@@ -84,12 +107,13 @@ class Engine:
             self.running[projector.name] = Running(projector, stored[projector.name])
 
     def remove(self, name: str) -> None:
-        """Stop running a projector."""
+        """Stop running a projector (dropping what it holds unwritten)."""
         self.running.pop(name, None)
 
     async def reload(self, name: str, conn: psycopg.AsyncConnection[Any] | None = None) -> None:
         """Re-read a projector's checkpoint (after it moved under us)."""
         stored = await checkpoints.load(conn or self.conn, [name])
+        self.running[name].drop_held()
         self.running[name].checkpoint = stored[name]
 
     def _active(self) -> list[Running]:
@@ -101,10 +125,11 @@ class Engine:
         active = self._active()
         if not active:
             return 0
-        start = min((r.checkpoint for r in active), key=lambda c: (c.tx, c.position))
+        start = min((r.folded for r in active), key=lambda c: (c.tx, c.position))
         types = frozenset().union(*(r.projector.type_names() for r in active))
         batch = await self._read(start, types)
         if batch.end is None:
+            await self.write_held()  # the backlog ended exactly at a full batch
             return 0
         full = batch.read == self.batch_size
         self.batch_size = (
@@ -116,10 +141,10 @@ class Engine:
         groups = self._spread(active)
         if len(groups) == 1:
             for running in active:
-                await self._apply(running, batch, self.io)
+                await self._apply(running, batch, self.io, hold=full)
             return batch.read
         outcomes = await asyncio.gather(
-            *(self._apply_each(group, batch, io) for io, group in groups),
+            *(self._apply_each(group, batch, io, full) for io, group in groups),
             return_exceptions=True,  # every lane finishes before its connection is reused
         )
         for outcome in outcomes:
@@ -142,9 +167,11 @@ class Engine:
             if group
         ]
 
-    async def _apply_each(self, group: list[Running], batch: Batch, io: TableIO) -> None:
+    async def _apply_each(
+        self, group: list[Running], batch: Batch, io: TableIO, hold: bool
+    ) -> None:
         for running in group:
-            await self._apply(running, batch, io)
+            await self._apply(running, batch, io, hold)
 
     async def _read(self, start: Checkpoint, types: frozenset[str]) -> Batch:
         prefetch, self._prefetch = self._prefetch, None
@@ -163,9 +190,11 @@ class Engine:
             with contextlib.suppress(Exception):
                 await task
 
-    async def _apply(self, running: Running, batch: Batch, io: TableIO) -> None:
+    async def _apply(self, running: Running, batch: Batch, io: TableIO, hold: bool) -> None:
+        """Fold the batch's events after the projector's point into its held overlay; write it
+        with the checkpoint move, unless `hold` (a backlog) and it is still within bounds."""
         assert batch.end is not None
-        start = running.checkpoint
+        start = running.folded
         if not after(batch.end, start):
             return
         projector = running.projector
@@ -179,37 +208,65 @@ class Engine:
             ):
                 skip += 1
             events = events[skip:]
+        state = running.held or Overlay(projector.tables, io, live=True)
+        state.io = io
         try:
             if events:
-                state = Overlay(projector.tables, io, live=True)
-                async with io.conn.transaction():
-                    # First: the compare-and-set, which also locks the checkpoint row, so a
-                    # rebuild's swap and this batch never interleave.
-                    await checkpoints.advance(
-                        io.conn, projector.name, start, batch.end, len(events)
-                    )
-                    await projector.apply(events, state)
-                    await state.flush(io)
-            else:
-                await checkpoints.advance(io.conn, projector.name, start, batch.end, 0)
+                await projector.apply(events, state)
+        except Exception as error:
+            running.drop_held()
+            self._failed(running, io, error)
+            return
+        running.held, running.held_to = state, batch.end
+        running.held_events += len(events)
+        if hold and running.held_events < self.max_held_events and state.size() < MAX_HELD_ROWS:
+            return
+        await self._write(running, io)
+
+    async def write_held(self) -> None:
+        """Write whatever the projectors hold back (when a backlog ends, or before stopping)."""
+        for running in list(self.running.values()):
+            if running.held is not None:
+                await self._write(running, self.io)
+
+    async def _write(self, running: Running, io: TableIO) -> None:
+        """Write the held overlay and move the checkpoint to its end, in one transaction."""
+        projector, state, end = running.projector, running.held, running.held_to
+        assert state is not None and end is not None
+        try:
+            async with io.conn.transaction():
+                # First: the compare-and-set, which also locks the checkpoint row, so a
+                # rebuild's swap and this write never interleave.
+                await checkpoints.advance(
+                    io.conn, projector.name, running.checkpoint, end, running.held_events
+                )
+                if running.held_events:
+                    await projector.flush(state, io)
         except checkpoints.CheckpointMoved:
             io.forget_stages()
             log.info("projector %s: checkpoint moved under the batch; reloading", projector.name)
             await self.reload(projector.name, io.conn)
             return
-        except Exception:
-            io.forget_stages()
-            if self.raise_errors or io.conn.broken or io.conn.closed:
-                raise
-            running.failures += 1
-            delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**running.failures)
-            running.retry_at = time.monotonic() + delay
-            log.exception(
-                "projector %s failed on a batch after %s; retrying in %.1fs",
-                projector.name,
-                start,
-                delay,
-            )
+        except Exception as error:
+            running.drop_held()
+            self._failed(running, io, error)
             return
-        running.checkpoint = batch.end
+        running.checkpoint = end
+        running.drop_held()
         running.failures = 0
+
+    def _failed(self, running: Running, io: TableIO, error: Exception) -> None:
+        """Back the projector off after an error (or raise it, when asked to)."""
+        io.forget_stages()
+        if self.raise_errors or io.conn.broken or io.conn.closed:
+            raise error
+        running.failures += 1
+        delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**running.failures)
+        running.retry_at = time.monotonic() + delay
+        log.error(
+            "projector %s failed on a batch after %s; retrying in %.1fs",
+            running.projector.name,
+            running.checkpoint,
+            delay,
+            exc_info=error,
+        )

@@ -70,6 +70,8 @@ class Overlay:
         self.base: dict[str, dict[Key, Values | None]] = {}
         self.counters: dict[str, dict[Key, list[object]]] = {}
         self.appended: dict[str, list[tuple[object, ...]]] = {}
+        # Amounts to add to a state table's rows, written by the projector's own `flush`.
+        self.deltas: dict[str, dict[Key, int]] = {}
         self.clear()
 
     def clear(self) -> None:
@@ -79,11 +81,13 @@ class Overlay:
             self.base[table.name] = {}
             self.counters[table.name] = {}
             self.appended[table.name] = []
+            self.deltas[table.name] = {}
 
     def size(self) -> int:
-        """Rows held in memory, to bound a rebuild's memory."""
+        """Rows held in memory, to bound memory (rebuilds, and live batches held back)."""
         return sum(
-            len(self.rows[n]) + len(self.counters[n]) + len(self.appended[n]) for n in self.tables
+            len(self.rows[n]) + len(self.counters[n]) + len(self.appended[n]) + len(self.deltas[n])
+            for n in self.tables
         )
 
     async def load(self, table: Table, keys: Iterable[Key]) -> None:
@@ -113,6 +117,16 @@ class Overlay:
             return
         for i, column in enumerate(table.values):
             current[i] = _MERGES[column.merge](current[i], values[i])
+
+    def add_delta(self, table: Table, key: Key, amount: int) -> None:
+        """Add `amount` to the pending delta of a row (for the projector's `flush` to apply)."""
+        pending = self.deltas[table.name]
+        pending[key] = pending.get(key, 0) + amount
+
+    def take_deltas(self, table: Table) -> dict[Key, int]:
+        """The pending deltas of `table`, removed from the overlay."""
+        taken, self.deltas[table.name] = self.deltas[table.name], {}
+        return taken
 
     def append(self, table: Table, row: tuple[object, ...]) -> None:
         """Add a row to an append-only table."""
@@ -242,6 +256,13 @@ class Projector(abc.ABC):
     def type_names(cls) -> frozenset[str]:
         """The stored type names of the events it handles."""
         return frozenset(type_name(t) for t in cls.handles)
+
+    async def flush(self, state: Overlay, io: TableIO) -> int:
+        """Write a live batch's changes (inside the checkpoint's transaction); return rows.
+
+        The overlay's own flush, unless a projector keeps changes the overlay cannot write.
+        """
+        return await state.flush(io)
 
     async def derive(self, io: TableIO) -> None:
         """Fill the tables a bulk fold (`Overlay.bulk`) left out, from the others, in SQL.

@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ledger.store import NOTIFY_CHANNEL
 from projections import checkpoints
-from projections.engine import DEFAULT_BATCH_SIZE, Engine
+from projections.engine import DEFAULT_BATCH_SIZE, MAX_HELD_EVENTS, Engine
 from projections.log import after, last_below_horizon
 from projections.projector import Projector
 from projections.projectors import select
@@ -47,11 +47,14 @@ class Worker:
         raise_errors: bool = False,
         reader: psycopg.AsyncConnection[Any] | None = None,
         lanes: Sequence[psycopg.AsyncConnection[Any]] = (),
+        max_held_events: int = MAX_HELD_EVENTS,
     ) -> None:
         self.conn = conn
         self.lanes = list(lanes)
         self.wanted = list(projectors)
-        self.engine = Engine(conn, batch_size, raise_errors, reader, lanes)
+        self.engine = Engine(
+            conn, batch_size, raise_errors, reader, lanes, max_held_events=max_held_events
+        )
         self.held: set[str] = set()
 
     async def claim(self) -> list[str]:
@@ -98,6 +101,7 @@ class Worker:
             read = await self.engine.step()
             if read == 0:
                 await self._wait(stop, poll_interval)
+        await self.engine.write_held()  # a backlog's folded batches, before the leases go
 
     async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
         """Until a NOTIFY hint (one that came during the last batch counts), `seconds`, or stop."""
@@ -129,16 +133,18 @@ async def run_workers(
     stop: asyncio.Event | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
+    max_held_events: int = MAX_HELD_EVENTS,
 ) -> None:
     """Run one projection worker until `stop` is set (forever when None).
 
     It claims the leases of `names` (every projector when None) that no other worker holds,
     applies new events in batches of up to `batch_size`, sleeps until a NOTIFY on
     `ledger_events` or `poll_interval` seconds, and retries claims every few seconds so it takes
-    over from workers that died. Losing the database connection is survived: it reconnects with
-    backoff and claims again. A projector that fails on a batch backs off alone. Run several
-    calls (tasks or processes) for more workers; each holds three pooled connections
-    (leases and reads ahead; a second lane applies projectors concurrently).
+    over from workers that died. On a backlog it folds up to `max_held_events` events before
+    writing them (see `projections.engine`). Losing the database connection is survived: it
+    reconnects with backoff and claims again. A projector that fails on a batch backs off
+    alone. Run several calls (tasks or processes) for more workers; each holds three pooled
+    connections (leases and reads ahead; a second lane applies projectors concurrently).
     """
     projectors = select(names)
     stop = stop or asyncio.Event()
@@ -150,7 +156,10 @@ async def run_workers(
                 pool.connection() as reader,
                 pool.connection() as lane,
             ):
-                worker = Worker(conn, projectors, batch_size, reader=reader, lanes=[lane])
+                worker = Worker(
+                    conn, projectors, batch_size, reader=reader, lanes=[lane],
+                    max_held_events=max_held_events,
+                )  # fmt: skip
                 try:
                     await worker.run(stop, poll_interval)
                 finally:
@@ -173,6 +182,7 @@ async def catch_up(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_wait: float = 300.0,
+    max_held_events: int = MAX_HELD_EVENTS,
 ) -> int:
     """Apply every event below the current horizon to `names` (all when None); return how many.
 
@@ -187,8 +197,9 @@ async def catch_up(
         pool.connection() as lane,
     ):
         worker = Worker(
-            conn, projectors, batch_size, raise_errors=True, reader=reader, lanes=[lane]
-        )
+            conn, projectors, batch_size, raise_errors=True, reader=reader, lanes=[lane],
+            max_held_events=max_held_events,
+        )  # fmt: skip
         try:
             target = await last_below_horizon(conn)
             await worker.claim()

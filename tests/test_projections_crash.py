@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A worker process. With a kill point it SIGKILLs itself the KILL_AT-th time it gets there:
 # right after writing a batch's table changes (inside its transaction, before the commit), or
-# just before / just after moving a checkpoint.
+# just before / just after moving a checkpoint. It writes every three batches of its backlog,
+# so it is also killed with batches folded and held back.
 WORKER = r"""
 import asyncio, os, signal, sys
 from ledger.database import make_pool
@@ -56,7 +57,8 @@ elif point != "none":
 
 async def main():
     async with make_pool(url, min_size=2, max_size=4) as pool:
-        await run_workers(pool, batch_size=batch_size, poll_interval=0.05)
+        await run_workers(pool, batch_size=batch_size, poll_interval=0.05,
+                          max_held_events=3 * batch_size)
 
 asyncio.run(main())
 """

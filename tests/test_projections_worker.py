@@ -13,7 +13,7 @@ import pytest
 from ledger import commands as cmd
 from ledger import events as ev
 from ledger.store import NOTIFY_CHANNEL
-from projections import catch_up, run_workers, status
+from projections import catch_up, run_workers, status, verify
 from projections import engine as engine_module
 from projections import worker as worker_module
 from projections.engine import Engine
@@ -249,3 +249,99 @@ def test_batches_grow_while_a_backlog_keeps_them_full(
     assert limits[:3] == [10, 20, 40] and len(limits) < events // 10
     assert all(b == 2 * a for a, b in itertools.pairwise(limits))
     assert_tables_equal_fold(env)
+
+
+def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Record each checkpoint move (projector, events written with it) the engine makes."""
+    writes: list[tuple[str, int]] = []
+    real = engine_module.checkpoints.advance
+
+    async def counting(conn: Any, name: str, start: Any, end: Any, events: int) -> None:
+        writes.append((name, events))
+        await real(conn, name, start, end, events)
+
+    monkeypatch.setattr(engine_module.checkpoints, "advance", counting)
+    return writes
+
+
+def test_a_backlog_is_folded_in_stretches_and_written_once_per_stretch(
+    traffic_env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = traffic_env
+    writes = _count_writes(monkeypatch)
+    events = env.sql("SELECT count(*) FROM events")[0][0]
+    assert env.run(catch_up(env.store.pool, batch_size=10, max_held_events=10**9)) == events
+    assert_tables_equal_fold(env)
+    # the whole backlog in one write per projector
+    assert sorted(name for name, _ in writes) == sorted(PROJECTORS)
+    wallets = env.sql("SELECT count(*) FROM events WHERE type = ANY(%s)", (list(
+        PROJECTORS["wallets"].type_names()),))[0][0]  # fmt: skip
+    assert dict(writes)["wallets"] == wallets
+    # held in stretches of at most 40 events: several writes, same tables
+    env.sql(
+        "UPDATE projector_checkpoints SET tx = '0', position = 0, events_applied = 0"
+        " WHERE projector = 'wallets'"
+    )
+    env.sql("TRUNCATE balances")
+    writes.clear()
+    env.run(catch_up(env.store.pool, ["wallets"], batch_size=10, max_held_events=40))
+    assert len(writes) > 2 and all(n <= 40 + 40 for _, n in writes)
+    assert sum(n for _, n in writes) == wallets
+    assert_tables_equal_fold(env)
+
+
+def test_a_failure_drops_what_was_held_and_writes_nothing(
+    traffic_env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = traffic_env
+    wallets = PROJECTORS["wallets"]
+    real_apply = type(wallets).apply
+    calls = 0
+
+    async def failing(self: Any, batch: Any, state: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("a bug in the third batch")
+        await real_apply(self, batch, state)
+
+    monkeypatch.setattr(type(wallets), "apply", failing)
+    with pytest.raises(RuntimeError, match="third batch"):
+        env.run(catch_up(env.store.pool, ["wallets"], batch_size=10))
+    # the two batches folded before it were held, not written
+    assert env.sql("SELECT position FROM projector_checkpoints WHERE projector = 'wallets'") == [
+        (0,)
+    ]
+    assert env.sql("SELECT count(*) FROM balances") == [(0,)]
+    monkeypatch.undo()
+    project(env)
+    assert_tables_equal_fold(env)
+
+
+def test_a_backlog_that_ends_on_a_full_batch_is_written(
+    traffic_env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = traffic_env
+    writes = _count_writes(monkeypatch)
+    events = int(env.sql("SELECT count(*) FROM events")[0][0])  # type: ignore[call-overload]
+    size = next(d for d in range(5, events) if events % d == 0)  # every read comes back full
+    pool = env.store.pool
+
+    async def run() -> int:
+        async with pool.connection() as conn:
+            target = await last_below_horizon(conn)
+            assert target is not None
+            engine = Engine(conn, batch_size=size, raise_errors=True, max_batch_size=size)
+            await engine.add([PROJECTORS["wallets"]])
+            reads = []
+            while (read := await engine.step()) > 0:
+                reads.append(read)
+            assert reads == [size] * (events // size)
+            return len(writes)
+
+    assert env.run(run()) == 1  # written when the read after the last full one found nothing
+    assert env.sql("SELECT position FROM projector_checkpoints WHERE projector = 'wallets'") == (
+        env.sql("SELECT max(position) FROM events")
+    )
+    report = env.run(verify(env.store.pool, ["wallets"]))
+    assert report.ok and report.tables[0].rows > 0

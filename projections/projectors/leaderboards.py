@@ -19,7 +19,7 @@ from projections.flows import lc_earned
 from projections.periods import ALL_TIME, day_periods, score_bucket, utc_day
 from projections.projector import Delivered, Overlay, Projector
 from projections.projectors.wallets import LC_EVENTS
-from projections.tables import Column, Table, TableIO, cols
+from projections.tables import Column, Key, Table, TableIO, cols
 
 SCORES = Table(
     "leaderboard_scores",
@@ -128,8 +128,9 @@ class LeaderboardsProjector(Projector):
                 for period in periods:
                     key = (guild, board, period, member)
                     totals[key] = totals.get(key, 0) + amount
-        if state.live and state.io is not None:
-            await _move_in_sql(state.io, totals)
+        if state.live:  # moved in SQL by `flush`, possibly after several batches
+            for key, amount in totals.items():
+                state.add_delta(SCORES, key, amount)
             return
         await state.load(SCORES, totals)
         if state.bulk:  # the histogram is counted afterwards (`derive`)
@@ -159,13 +160,19 @@ class LeaderboardsProjector(Projector):
             if members:
                 state.add(BUCKETS, bucket, (members,))
 
+    async def flush(self, state: Overlay, io: TableIO) -> int:
+        """Move the scores and histogram counts of the live batches in SQL."""
+        totals = state.take_deltas(SCORES)
+        await _move_in_sql(io, totals)
+        return len(totals) + await state.flush(io)
+
     async def derive(self, io: TableIO) -> None:
         """Count the histogram from the scores (after a bulk fold, which left it out)."""
         names = {"scores": io.ident(SCORES), "buckets": io.ident(BUCKETS)}
         await io.conn.execute(sql.SQL(COUNT_BUCKETS).format(**names))
 
 
-async def _move_in_sql(io: TableIO, totals: dict[ScoreKey, int]) -> None:
+async def _move_in_sql(io: TableIO, totals: dict[Key, int]) -> None:
     """Add the batch's score changes and move the histogram counts, in the server."""
     if not totals:
         return
