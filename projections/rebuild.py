@@ -5,7 +5,8 @@
    memory by the projectors' own code. The overlay is flushed into the shadows with COPY only
    when it grows past `max_rows`, each flush its own short transaction: no long writing
    transaction holds the snapshot horizon back and stalls the live projectors.
-3. Once a read comes back short (the live horizon is near), the rest is flushed and analysed.
+3. Once a read comes back short (the live horizon is near), the rest is flushed; the shadows
+   are vacuumed and analysed.
 4. One short transaction locks the projectors' checkpoint rows (live batches wait), folds the
    last events that arrived meanwhile, moves the live tables to `projection_retired` and the
    shadows into their place, and sets the checkpoints to where the shadows are. The gateway's
@@ -172,8 +173,8 @@ async def rebuild(
             )
             for shadow in shadows:
                 await _flush(conn, shadow)
-            await _analyze(conn, projectors)
-            log.info("rebuild: folded and analysed after %.1f s", time.monotonic() - started)
+            await _vacuum(conn, projectors)
+            log.info("rebuild: folded and vacuumed after %.1f s", time.monotonic() - started)
             point, tail = await _swap(conn, shadows, point, chunk_size, live_schema)
             await _drop_retired(conn, projectors)
         finally:
@@ -309,12 +310,15 @@ async def _fold_log(
     return read, point
 
 
-async def _analyze(conn: psycopg.AsyncConnection[Any], projectors: Sequence[Projector]) -> None:
-    # Fresh tables have no statistics; the first queries after the swap must plan well.
+async def _vacuum(conn: psycopg.AsyncConnection[Any], projectors: Sequence[Projector]) -> None:
+    # Fresh tables have no statistics, so the first queries after the swap would plan blind, and
+    # no visibility map, so a rank's count inside a bucket would visit the heap row by row
+    # (profile p99 2.75 ms -> 1.20 ms on 200k members once vacuumed) until autovacuum came by,
+    # competing with those queries. One pass now: 0.6 s for 2M score rows.
     for projector in projectors:
         for table in projector.tables:
             await conn.execute(
-                sql.SQL("ANALYZE {}").format(sql.Identifier(SHADOW_SCHEMA, table.name))
+                sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(SHADOW_SCHEMA, table.name))
             )
 
 
