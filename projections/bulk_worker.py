@@ -83,8 +83,11 @@ def peak_rss_bytes() -> int:
 
 
 def _say(message: Message) -> None:
-    sys.stdout.buffer.write(_encode(message) + b"\n")
-    sys.stdout.buffer.flush()
+    try:
+        sys.stdout.buffer.write(_encode(message) + b"\n")
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # the rebuild is gone: stop at the next chunk (see `fold`)
+        pass
 
 
 async def _connect(conninfo: str) -> psycopg.AsyncConnection[Any]:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
+import sys
+import time
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -255,4 +259,61 @@ def test_a_worker_writes_only_into_the_shadows_it_was_started_for(
     )
     assert done.applied["wallets"] > 0
     assert env.sql("SELECT count(*) FROM projection_shadow.balances") == members
+    env.sql("DROP TABLE projection_shadow.balances")
+
+
+# Starts a rebuild worker for the job on stdin and prints its pid with each progress report; the
+# test kills this process (the worker's parent) with SIGKILL after the first report.
+PARENT = r"""
+import asyncio, sys
+import msgspec
+from projections import partitions
+from projections.bulk_worker import Job
+
+async def main():
+    worker = partitions.Worker(msgspec.json.decode(sys.stdin.buffer.read(), type=Job))
+    def progress(done):
+        print(worker.process.pid, done, flush=True)
+    await worker.run(progress)
+
+asyncio.run(main())
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # exited, not reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_a_worker_whose_rebuild_died_stops_at_its_next_chunk(traffic_env: LedgerEnv) -> None:
+    env = traffic_env
+    env.sql("CREATE SCHEMA IF NOT EXISTS projection_shadow")
+    env.sql("CREATE TABLE projection_shadow.balances (LIKE balances)")
+    oid = env.sql("SELECT 'projection_shadow.balances'::regclass::oid::int8")[0][0]
+    members = env.sql("SELECT count(DISTINCT (guild_id, stream)) FROM events WHERE stream <> 0")
+    job = _job(env, ["wallets"], {"balances": oid})  # type: ignore[dict-item]
+    job = msgspec.structs.replace(job, chunk_size=1, max_rows=1)  # hundreds of chunks
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdin is not None and parent.stdout is not None
+    parent.stdin.write(msgspec.json.encode(job).decode())
+    parent.stdin.close()
+    worker = int(parent.stdout.readline().split()[0])  # it has folded its first chunk
+    parent.kill()
+    parent.wait(timeout=30)
+    parent.stdout.close()
+    give_up = time.monotonic() + 30  # a bound on waiting for another process, not a timing check
+    while not _gone(worker):
+        assert time.monotonic() < give_up, "the orphaned worker kept running"
+        time.sleep(0.02)
+    # it stopped early: most members were never written
+    written = env.sql("SELECT count(*) FROM projection_shadow.balances")[0][0]
+    assert written < members[0][0] // 2  # type: ignore[operator]
     env.sql("DROP TABLE projection_shadow.balances")
