@@ -116,7 +116,8 @@ def _read_lines(process: subprocess.Popen[str], into: list[str]) -> None:
     """Collect a writer's acknowledgements as they come (its pipe must never fill up)."""
     assert process.stdout is not None
     for line in process.stdout:
-        if line.startswith("OK "):
+        # A line cut short by the SIGKILL was never an acknowledgement.
+        if line.startswith("OK ") and line.endswith("\n"):
             into.append(line)
 
 
@@ -176,8 +177,9 @@ def test_sigkill_writers_workers_and_rebuilds(env: LedgerEnv, tmp_path: Path) ->
             assert writer.stdout is not None
             writer.stdout.close()
         for line in acknowledged:
-            _, command_id, events = line.split()
-            done[command_id] = int(events)
+            fields = line.split()
+            assert len(fields) == 3, f"a writer's acknowledgement is malformed: {line!r}"
+            done[fields[1]] = int(fields[2])
         # (c) a rebuild dies at a random moment after it took its lock (in one process, or
         # with a worker process folding half the members, which must not outlive it usefully)
         rebuild = _cli(["rebuild", "--jobs", str(1 + round_ % 2)], env.url, tmp_path)
