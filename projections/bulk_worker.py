@@ -2,8 +2,9 @@
 
 Started by `projections.partitions` as a Python process running `main`. It reads its `Job`
 as JSON on stdin and answers on stdout with JSON lines: `Progress` after each chunk, then `Done`
-or `Failed`. It exits on its own when its parent goes away (an orphan's rows would be dropped
-with the shadows by the next rebuild anyway).
+or `Failed`. It stops at its next chunk when its parent goes away, and every write first checks
+that the shadow tables are still its rebuild's (`projections.bulk`), so an orphan never writes
+into the next rebuild's shadows.
 """
 
 from __future__ import annotations

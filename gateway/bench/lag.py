@@ -23,8 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.bench.checks import cross_check, joined, projection_invariants, write_side
 from gateway.bench.model import Result
 from gateway.bench.synthetic import log_size
-from gateway.bench.workloads import T0, Measured
-from ledger import commands as cmd
+from gateway.bench.workloads import Measured, random_transfer
 from ledger.errors import LedgerError
 from ledger.runtime import Services
 from projections import catch_up, status
@@ -75,16 +74,7 @@ async def paced_transfers(
 
     async def transfer(n: int) -> None:
         nonlocal done, refused
-        a, b = rng.sample(range(1, MEMBERS + 1), 2)
-        command = cmd.Transfer(
-            guild_id=guild_id,
-            command_id=f"p7-{n}",
-            from_id=a,
-            to_id=b,
-            amount=1,
-            at=T0,
-            source="bench",
-        )
+        command = random_transfer(rng, guild_id, MEMBERS, f"p7-{n}")
         try:
             await services.batcher.execute(command)
             done += 1

@@ -67,6 +67,17 @@ async def closed_loop(
     return Measured(len(latencies) - refused, time.monotonic() - started, latencies, refused)
 
 
+def random_transfer(
+    rng: random.Random, guild_id: int, members: int, command_id: str
+) -> cmd.Transfer:
+    """1 LC between two different members drawn from 1..`members` (P1, P3, P7)."""
+    a, b = rng.sample(range(1, members + 1), 2)
+    return cmd.Transfer(
+        guild_id=guild_id, command_id=command_id, from_id=a, to_id=b, amount=1, at=T0,
+        source="bench",
+    )  # fmt: skip
+
+
 async def transfers(
     services: Services, guild_id: int, members: int, clients: int, seconds: float, batched: bool
 ) -> Measured:
@@ -75,18 +86,7 @@ async def transfers(
     execute = services.batcher.execute if batched else services.ledger.execute
 
     async def transfer(client: int, n: int) -> Outcome:
-        a, b = rng.sample(range(1, members + 1), 2)
-        return await execute(
-            cmd.Transfer(
-                guild_id=guild_id,
-                command_id=f"t{client}-{n}",
-                from_id=a,
-                to_id=b,
-                amount=1,
-                at=T0,
-                source="bench",
-            )
-        )
+        return await execute(random_transfer(rng, guild_id, members, f"t{client}-{n}"))
 
     return await closed_loop(clients, seconds, transfer)
 
