@@ -2,8 +2,8 @@
 
 A busy guild sends thousands of messages a minute; one transaction per message would spend
 the database on commits. The ingestor decides a whole batch against one load of the members'
-state rows and appends it with one `ledger_append` call per guild (application-level group
-commit). The invariants are the same as for single commands: each command keeps its own id (a
+state rows (none when it remembers them all: D20, `ledger.state_cache`) and appends it with one
+`ledger_append` call per guild (application-level group commit). The invariants are the same as for single commands: each command keeps its own id (a
 seen id is skipped and answered from its record), decisions are made in order within the batch
 against the states the earlier ones produced (cooldowns, balances), a refused command is left
 out alone, and a conflict with a concurrent writer retries the batch from fresh state.
@@ -37,7 +37,8 @@ from ledger.service import (
     plan,
 )
 from ledger.spool import SPOOLABLE, Spool, read_file
-from ledger.store import CONFIG_STREAM, AppendBatch, DuplicateCommand, EventStore
+from ledger.state_cache import StateCache
+from ledger.store import CONFIG_STREAM, AppendBatch, DuplicateCommand, EventStore, Loaded
 
 Result = Outcome | LedgerError
 log = logging.getLogger(__name__)
@@ -48,8 +49,35 @@ _outcome_decoder = msgspec.json.Decoder(Outcome)
 class BatchIngestor:
     """Appends batches of commands, one transaction per guild."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, cache: StateCache | None = None) -> None:
         self.store = store
+        self.cache = cache if cache is not None else StateCache()
+
+    async def _load(
+        self,
+        guild_id: int,
+        commands: dict[str, cmd.AnyCommand],
+        members: list[int],
+        use_cache: bool,
+    ) -> tuple[Loaded, bool]:
+        """The batch's config and state rows; True when any came from the cache.
+
+        Fully remembered: no round trip (a seen command id then surfaces at the append, as a
+        duplicate, and the retry loads). Otherwise one load of what is missing, plus the config
+        and the command ids.
+        """
+        versions, states = self.cache.members(guild_id, members) if use_cache else ({}, {})
+        config = self.cache.config(guild_id) if use_cache else None
+        missing = [m for m in members if m not in versions]
+        if config is not None and not missing:
+            return Loaded(config[1], config[0], versions, states), True
+        loaded = await self.store.load(guild_id, list(commands), missing)
+        self.cache.remember(
+            guild_id, (loaded.config_version, loaded.config), loaded.versions, loaded.states
+        )
+        loaded.versions.update(versions)
+        loaded.states.update(states)
+        return loaded, bool(versions)
 
     async def ingest(self, commands: Sequence[cmd.AnyCommand]) -> list[Result]:
         """Decide and append `commands`; one result per command, in order.
@@ -81,41 +109,55 @@ class BatchIngestor:
             unique.setdefault(command.command_id, command)
         members = sorted({m for c in unique.values() for m in c.members() if isinstance(m, int)})
         for attempt in range(MAX_ATTEMPTS):
-            loaded = await self.store.load(guild_id, list(unique), members)
+            # The first attempt decides from remembered rows where it can; after a conflict,
+            # everything is loaded fresh.
+            loaded, remembered = await self._load(guild_id, unique, members, attempt == 0)
             states: dict[int, MemberState] = dict(loaded.states)
             loaded_versions = {**loaded.versions, CONFIG_STREAM: loaded.config_version}
             versions = dict(loaded_versions)
             config = loaded.config  # advanced by any ChangeConfig in the batch
             batch = AppendBatch(guild_id=guild_id)
             planned: list[tuple[str, Outcome, int]] = []  # (command id, outcome, event count)
+            decided: dict[tuple[int, str], Result] = {}
             for command_id, command in unique.items():
                 key = (guild_id, command_id)
                 if command_id in loaded.seen:
                     seen = _outcome_decoder.decode(loaded.seen[command_id])
-                    results[key] = msgspec.structs.replace(seen, replayed=True)
+                    decided[key] = msgspec.structs.replace(seen, replayed=True)
                     continue
                 try:
                     mine = {m: states[m] for m in command.members() if m in states}
                     decision = decide(command, config, mine)
                 except LedgerError as exc:
-                    results[key] = exc
+                    decided[key] = exc
                     continue
                 outcome = outcome_of(command_id, decision)
                 if not decision.events:
-                    results[key] = outcome
+                    decided[key] = outcome
                     continue
                 states.update(decision.states)
                 config = config_after(config, decision.events)
                 plan(batch, command, decision, versions, outcome)
                 planned.append((command_id, outcome, len(decision.events)))
-            if not planned:
+            if not planned and not remembered:
+                results.update(decided)
                 return results
+            # With nothing planned but remembered rows read, the append only checks the reads:
+            # a refusal must not rest on a row another process has moved on.
             finish_streams(batch, loaded_versions, versions, states, config)
+            batch.unseen_ids = [k[1] for k, r in decided.items() if not _replayed(r)]
             try:
                 positions = await self.store.append(batch)
             except (Conflict, DuplicateCommand):
-                await backoff(attempt)
+                self.cache.forget(guild_id, members)
+                if not remembered:
+                    await backoff(attempt)
                 continue
+            except BaseException:
+                self.cache.forget(guild_id, members)
+                raise
+            self.cache.remember(guild_id, (versions[CONFIG_STREAM], config), versions, states)
+            results.update(decided)
             offset = 0
             for command_id, outcome, count in planned:
                 results[(guild_id, command_id)] = msgspec.structs.replace(
@@ -124,6 +166,10 @@ class BatchIngestor:
                 offset += count
             return results
         raise Conflict("This is very busy right now; please try again in a moment.")
+
+
+def _replayed(result: Result) -> bool:
+    return isinstance(result, Outcome) and result.replayed
 
 
 Item = tuple[cmd.AnyCommand, "asyncio.Future[Result]", frozenset[tuple[int, int]]]

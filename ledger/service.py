@@ -133,10 +133,14 @@ def finish_streams(
     states: Mapping[int, MemberState],
     config: GuildConfig,
 ) -> None:
-    """Add a state row for every stream that advanced, in (guild, member) lock order."""
+    """Add a state row for every stream that advanced, in (guild, member) lock order, and a
+    read check for every stream that was read (loaded) and did not advance."""
     for stream in sorted(versions):
         expected = loaded_versions.get(stream, 0)
         if versions[stream] == expected:
+            if stream in loaded_versions:
+                batch.read_streams.append(stream)
+                batch.read_versions.append(expected)
             continue
         batch.streams.append(stream)
         batch.expected.append(expected)

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import psycopg
@@ -72,6 +73,33 @@ class AppendBatch:
     ev_schemas: list[int] = field(default_factory=list)
     ev_data: list[str] = field(default_factory=list)
     ev_meta: list[str] = field(default_factory=list)
+    # Streams the decisions read but did not write, at the versions they were read at.
+    read_streams: list[int] = field(default_factory=list)
+    read_versions: list[int] = field(default_factory=list)
+    # Refused command ids (not recorded): the append fails as a duplicate if one was.
+    unseen_ids: list[str] = field(default_factory=list)
+
+
+def append_params(batch: AppendBatch) -> tuple[Any, ...]:
+    """The parameters of `APPEND` for `batch`, in the function's order."""
+    return (
+        batch.guild_id,
+        batch.command_ids,
+        batch.results,
+        batch.streams,
+        batch.expected,
+        batch.new_versions,
+        batch.states,
+        batch.ev_streams,
+        batch.ev_versions,
+        batch.ev_types,
+        batch.ev_schemas,
+        batch.ev_data,
+        batch.ev_meta,
+        batch.read_streams,
+        batch.read_versions,
+        batch.unseen_ids,
+    )
 
 
 LOAD = """
@@ -88,7 +116,7 @@ APPEND = """
 SELECT ledger_append(
     %b, %b::text[], %b::text[]::jsonb[], %b::bigint[], %b::bigint[], %b::bigint[],
     %b::text[]::jsonb[], %b::bigint[], %b::bigint[], %b::text[], %b::smallint[],
-    %b::text[]::jsonb[], %b::text[]::jsonb[])
+    %b::text[]::jsonb[], %b::text[]::jsonb[], %b::bigint[], %b::bigint[], %b::text[])
 """
 
 COMMAND_RESULT = """
@@ -212,25 +240,11 @@ class EventStore:
 
     async def append(self, batch: AppendBatch) -> list[int]:
         """Append atomically; raise Conflict, DuplicateCommand or DatabaseUnavailable."""
-        params = (
-            batch.guild_id,
-            batch.command_ids,
-            batch.results,
-            batch.streams,
-            batch.expected,
-            batch.new_versions,
-            batch.states,
-            batch.ev_streams,
-            batch.ev_versions,
-            batch.ev_types,
-            batch.ev_schemas,
-            batch.ev_data,
-            batch.ev_meta,
-        )
         async with self._connection() as conn:
-            cur = await conn.execute(APPEND, params)
+            cur = await conn.execute(APPEND, append_params(batch))
             row = await cur.fetchone()
-        self._dirty.set()
+        if batch.ev_types:
+            self._dirty.set()
         self.appended_events += len(batch.ev_types)
         self.appended_commands += len(batch.command_ids)
         return list(row[0]) if row else []

@@ -6,9 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from ledger import commands as cmd
-from ledger.errors import InvalidInput
+from ledger.errors import InsufficientFunds, InvalidInput
 from ledger.ingest import BatchIngestor, CommandBatcher
+from ledger.member import MemberState
 from ledger.service import Outcome
+from ledger.state_cache import StateCache
 from tests.fix_db import LedgerEnv
 
 G = 7001
@@ -135,3 +137,64 @@ def test_concurrent_set_edits_do_not_overwrite_each_other(env: LedgerEnv) -> Non
     env.run(both())
     stored = env.sql("SELECT state->'no_xp_channels' FROM streams WHERE stream = 0")[0][0]
     assert sorted(stored) == [101, 103]  # type: ignore[arg-type]
+
+
+# --- remembered state rows (D20) -----------------------------------------------------------------
+
+
+def join(member: int) -> cmd.Join:
+    return cmd.Join(guild_id=G, command_id=f"join-{member}", member_id=member, at=T0)
+
+
+def pay(name: str, from_id: int, to_id: int, amount: int) -> cmd.Transfer:
+    return cmd.Transfer(
+        guild_id=G, command_id=name, from_id=from_id, to_id=to_id, amount=amount, at=T0
+    )
+
+
+def balances(env: LedgerEnv) -> dict[int, int]:
+    rows = env.sql("SELECT stream, (state->>'balance')::int FROM streams WHERE stream > 0")
+    return {int(stream): int(balance) for stream, balance in rows}  # type: ignore[call-overload]
+
+
+def test_a_row_written_elsewhere_is_reloaded_not_overwritten(env: LedgerEnv) -> None:
+    ingestor = BatchIngestor(env.store)
+    env.run(ingestor.ingest([join(1), join(2)]))  # remembered at 25 LC each
+    env.run(env.ledger.execute(pay("elsewhere", 1, 2, 20)))  # another writer: 1 has 5 now
+    [result] = env.run(ingestor.ingest([pay("stale", 1, 2, 10)]))
+    assert isinstance(result, InsufficientFunds)
+    assert balances(env) == {1: 5, 2: 45}
+
+
+def test_a_refusal_is_not_decided_on_a_row_moved_elsewhere(env: LedgerEnv) -> None:
+    ingestor = BatchIngestor(env.store)
+    env.run(ingestor.ingest([join(1), join(2)]))  # remembered at 25 LC each
+    env.run(env.ledger.execute(pay("elsewhere", 2, 1, 20)))  # 1 has 45 now
+    # From the remembered row (25) this would be refused and nothing appended: the refusal
+    # must be confirmed against the rows as they are.
+    [result] = env.run(ingestor.ingest([pay("fresh", 1, 2, 40)]))
+    assert isinstance(result, Outcome) and result.appended
+    assert balances(env) == {1: 5, 2: 45}
+
+
+def test_a_config_changed_elsewhere_applies_to_remembered_members(env: LedgerEnv) -> None:
+    ingestor = BatchIngestor(env.store)
+    env.run(ingestor.ingest([join(1)]))  # member 1 and the default config remembered
+    admin = cmd.Actor(9, is_moderator=True, is_admin=True)
+    for key in ("message_xp_max", "message_xp_min"):
+        change = cmd.ChangeConfig(guild_id=G, command_id=key, actor=admin, key=key, value=900)
+        env.run(env.ledger.execute(change))
+    [result] = env.run(ingestor.ingest([message(1, 1, T0)]))
+    assert isinstance(result, Outcome) and result.appended
+    assert result.members[1].xp == 900
+
+
+def test_state_cache_forgets_the_least_recently_written_rows_first() -> None:
+    cache = StateCache(max_rows=2)
+    state = MemberState(joined=True)
+    cache.remember(G, None, {1: 1, 2: 1}, {1: state, 2: state})
+    cache.remember(G, None, {1: 2}, {1: state})  # 1 written again: 2 is now the oldest
+    cache.remember(G, None, {3: 1, 4: 1}, {3: state})  # 4 has no state row: not kept
+    assert cache.members(G, [1, 2, 3, 4])[0] == {1: 2, 3: 1}
+    cache.forget(G, [3])
+    assert cache.members(G, [1, 2, 3, 4])[0] == {1: 2}

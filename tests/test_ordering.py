@@ -21,7 +21,7 @@ from ledger import commands as cmd
 from ledger import events as ev
 from ledger.database import make_pool
 from ledger.member import MemberState
-from ledger.store import APPEND, Checkpoint, EventStore, encode_json
+from ledger.store import APPEND, AppendBatch, Checkpoint, EventStore, append_params, encode_json
 from tests.fix_db import LedgerEnv
 
 G = 3003
@@ -79,22 +79,22 @@ def append_raw(conn: psycopg.Connection) -> int:
     command_id = f"raw-{member}"
     event = ev.MemberJoined(member_id=member, at=T0, starting_balance=25)
     meta = encode_json(ev.Meta(command_id=command_id))
-    params = (
-        G,
-        [command_id],
-        ["{}"],
-        [member],
-        [0],
-        [1],
-        [encode_json(MemberState(joined=True, balance=25))],
-        [member],
-        [1],
-        [ev.event_type(event)],
-        [1],
-        [ev.encode(event).decode()],
-        [meta],
+    batch = AppendBatch(
+        guild_id=G,
+        command_ids=[command_id],
+        results=["{}"],
+        streams=[member],
+        expected=[0],
+        new_versions=[1],
+        states=[encode_json(MemberState(joined=True, balance=25))],
+        ev_streams=[member],
+        ev_versions=[1],
+        ev_types=[ev.event_type(event)],
+        ev_schemas=[1],
+        ev_data=[ev.encode(event).decode()],
+        ev_meta=[meta],
     )
-    row = conn.execute(APPEND, params).fetchone()
+    row = conn.execute(APPEND, append_params(batch)).fetchone()
     assert row is not None
     (position,) = row[0]
     return int(position)

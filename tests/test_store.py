@@ -31,7 +31,14 @@ from ledger.errors import (
 from ledger.member import MemberState, decode_state, fold
 from ledger.migrations import MigrationError, migrate, migrations_dir
 from ledger.service import Outcome
-from ledger.store import APPEND, AppendBatch, Checkpoint, encode_json
+from ledger.store import (
+    APPEND,
+    AppendBatch,
+    Checkpoint,
+    DuplicateCommand,
+    append_params,
+    encode_json,
+)
 from tests.fix_db import LedgerEnv
 
 G = 7001
@@ -298,25 +305,34 @@ def test_stale_expected_version_is_a_conflict(env: LedgerEnv) -> None:
 def test_ledger_append_reports_a_stale_version_by_sqlstate(env: LedgerEnv) -> None:
     env.run(env.store.append(join_batch(G, [(1, 0)])))
     batch = join_batch(G, [(1, 4)])
-    params = (
-        batch.guild_id,
-        batch.command_ids,
-        batch.results,
-        batch.streams,
-        batch.expected,
-        batch.new_versions,
-        batch.states,
-        batch.ev_streams,
-        batch.ev_versions,
-        batch.ev_types,
-        batch.ev_schemas,
-        batch.ev_data,
-        batch.ev_meta,
-    )
     with psycopg.connect(env.url, autocommit=True) as conn:
         with pytest.raises(psycopg.Error) as caught:
-            conn.execute(APPEND, params)
+            conn.execute(APPEND, append_params(batch))
         assert caught.value.sqlstate == "LX409"
+
+
+def test_append_refuses_a_stream_read_at_an_older_version(env: LedgerEnv) -> None:
+    env.run(env.store.append(join_batch(G, [(2, 0)])))  # stream 2 is at version 1
+    batch = join_batch(G, [(1, 0)])
+    batch.read_streams, batch.read_versions = [2, 3], [0, 0]  # 2 was read before it existed
+    with pytest.raises(Conflict):
+        env.run(env.store.append(batch))
+    assert env.sql("SELECT count(*) FROM streams WHERE stream = 1") == [(0,)]
+    batch.read_versions = [1, 0]  # as they are: appended
+    env.run(env.store.append(batch))
+    assert env.sql("SELECT version FROM streams WHERE stream = 1") == [(1,)]
+
+
+def test_append_refuses_a_batch_that_refused_an_already_recorded_command(env: LedgerEnv) -> None:
+    env.run(env.store.append(join_batch(G, [(1, 0)], command_id="first")))
+    batch = join_batch(G, [(2, 0)])
+    batch.unseen_ids = ["first"]  # decided (and refused) as if it were new
+    with pytest.raises(DuplicateCommand):
+        env.run(env.store.append(batch))
+    assert env.sql("SELECT count(*) FROM streams WHERE stream = 2") == [(0,)]
+    batch.unseen_ids = ["never-seen"]
+    env.run(env.store.append(batch))
+    assert env.sql("SELECT count(*) FROM commands WHERE command_id = 'never-seen'") == [(0,)]
 
 
 def test_a_stale_read_is_retried_by_the_service_from_fresh_state(env: LedgerEnv) -> None:
