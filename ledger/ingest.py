@@ -3,10 +3,11 @@
 A busy guild sends thousands of messages a minute; one transaction per message would spend
 the database on commits. The ingestor decides a whole batch against one load of the members'
 state rows (none when it remembers them all: D20, `ledger.state_cache`) and appends it with one
-`ledger_append` call per guild (application-level group commit). The invariants are the same as for single commands: each command keeps its own id (a
-seen id is skipped and answered from its record), decisions are made in order within the batch
-against the states the earlier ones produced (cooldowns, balances), a refused command is left
-out alone, and a conflict with a concurrent writer retries the batch from fresh state.
+`ledger_append` call per guild (application-level group commit). The invariants are the same
+as for single commands: each command keeps its own id (a seen id is skipped and answered from
+its record), decisions are made in order within the batch against the states the earlier ones
+produced (cooldowns, balances), a refused command is left out alone, and a conflict with a
+concurrent writer retries the batch from fresh state.
 
 Reverts are not batched: they read the log first (`Ledger.execute`).
 """

@@ -86,7 +86,10 @@ class Overlay:
     def size(self) -> int:
         """Rows held in memory, to bound memory (rebuilds, and live batches held back)."""
         return sum(
-            len(self.rows[n]) + len(self.counters[n]) + len(self.appended[n]) + len(self.deltas[n])
+            len(self.rows[n])
+            + len(self.counters[n])
+            + len(self.appended[n])
+            + len(self.deltas[n]) // 2  # a key and an int: about half a row's memory
             for n in self.tables
         )
 

@@ -9,7 +9,9 @@ import pytest
 from ledger import events as ev
 from ledger.member import lc_delta
 from projections.flows import lc_earned, lc_flows
+from projections.projector import Overlay
 from projections.projectors import PROJECTORS, UnknownProjector, select
+from projections.projectors.leaderboards import BUCKETS, SCORES
 from tests.fix_db import LedgerEnv
 
 AT = datetime(2024, 1, 1, tzinfo=UTC)
@@ -94,3 +96,16 @@ def test_every_projector_owns_its_own_tables() -> None:
     assert select(["levels", "wallets"]) == [PROJECTORS["wallets"], PROJECTORS["levels"]]
     with pytest.raises(UnknownProjector):
         select(["nope"])
+
+
+def test_overlay_size_counts_a_delta_as_half_a_row() -> None:
+    # The held-backlog bound (engine.MAX_HELD_ROWS) is a memory bound: a pending delta is a key
+    # and an int, about half of a loaded row (values plus the base it is compared with).
+    state = Overlay((SCORES, BUCKETS), None, live=True)
+    for member in range(10):
+        state.add_delta(SCORES, (1, "xp", "all", member), 5)
+    state.add_delta(SCORES, (1, "xp", "all", 0), 5)  # the same row again: still one delta
+    assert state.size() == 5
+    state.put(SCORES, (1, "xp", "all", 99), (7,))
+    state.add(BUCKETS, (1, "xp", "all", 7), (1,))
+    assert state.size() == 7
