@@ -96,6 +96,7 @@ def append_params(batch: AppendBatch) -> tuple[Any, ...]:
         batch.ev_schemas,
         batch.ev_data,
         batch.ev_meta,
+        batch.guild_id,  # again, for the read checks
         batch.read_streams,
         batch.read_versions,
         batch.unseen_ids,
@@ -113,10 +114,12 @@ SELECT 1, NULL, stream, version, state::text
 # Binary parameters (%b): text-format arrays would make the driver escape every quote of
 # every JSON payload, which cost more CPU than everything else on the append path.
 APPEND = """
-SELECT ledger_append(
-    %b, %b::text[], %b::text[]::jsonb[], %b::bigint[], %b::bigint[], %b::bigint[],
-    %b::text[]::jsonb[], %b::bigint[], %b::bigint[], %b::text[], %b::smallint[],
-    %b::text[]::jsonb[], %b::text[]::jsonb[], %b::bigint[], %b::bigint[], %b::text[])
+SELECT ledger_check_reads(
+    ledger_append(
+        %b, %b::text[], %b::text[]::jsonb[], %b::bigint[], %b::bigint[], %b::bigint[],
+        %b::text[]::jsonb[], %b::bigint[], %b::bigint[], %b::text[], %b::smallint[],
+        %b::text[]::jsonb[], %b::text[]::jsonb[]),
+    %b, %b::bigint[], %b::bigint[], %b::text[])
 """
 
 COMMAND_RESULT = """
