@@ -7,7 +7,7 @@ import asyncio
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +15,7 @@ import pytest
 from ledger import commands as cmd
 from ledger import events as ev
 from ledger.errors import Conflict, InsufficientFunds, InvalidAmount, LedgerError
+from ledger.ingest import BatchIngestor, CommandBatcher
 from ledger.member import decode_state, fold, lc_delta
 from ledger.service import Outcome
 from ledger.store import AppendBatch
@@ -29,6 +30,9 @@ PER_CLIENT = 20
 FUNDING = 200
 # Replay a failure with LEDGER_TEST_SEED=<the printed seed>.
 SEED = int(os.environ.get("LEDGER_TEST_SEED") or random.randrange(2**32))
+
+
+Execute = Callable[[cmd.AnyCommand], Awaitable[Outcome]]
 
 
 @pytest.fixture
@@ -62,7 +66,13 @@ def log_events(env: LedgerEnv, guild: int) -> list[tuple[int, int, ev.AnyEvent, 
     ]
 
 
-def test_concurrent_random_transfers(env: LedgerEnv, append_errors: Counter[str]) -> None:
+@pytest.mark.parametrize("writers", ["commands", "two-batchers"])
+def test_concurrent_random_transfers(
+    env: LedgerEnv, append_errors: Counter[str], writers: str
+) -> None:
+    """`commands`: one transaction per command. `two-batchers`: two batched writers, each
+    remembering state rows (D20) that the other one keeps moving, as two gateway processes
+    would: their stale rows must cost retries, never a lost update or a wrong refusal."""
     print(f"transfer seed: LEDGER_TEST_SEED={SEED}")
     rng = random.Random(SEED)
     for member in MEMBERS:
@@ -99,15 +109,27 @@ def test_concurrent_random_transfers(env: LedgerEnv, append_errors: Counter[str]
     succeeded: dict[str, tuple[cmd.Transfer, Outcome]] = {}
     failed: dict[str, LedgerError] = {}
 
-    async def client(plan: list[cmd.Transfer]) -> None:
+    async def client(plan: list[cmd.Transfer], execute: Execute) -> None:
         for command in plan:
             try:
-                succeeded[command.command_id] = (command, await env.ledger.execute(command))
+                succeeded[command.command_id] = (command, await execute(command))
             except LedgerError as exc:
                 failed[command.command_id] = exc
 
     async def all_clients() -> None:
-        await asyncio.gather(*(client(plan) for plan in plans))
+        if writers == "commands":
+            await asyncio.gather(*(client(plan, env.ledger.execute) for plan in plans))
+            return
+        batchers = [CommandBatcher(BatchIngestor(env.store)) for _ in range(2)]
+        runners = [asyncio.create_task(b.run()) for b in batchers]
+        try:
+            await asyncio.gather(
+                *(client(plan, batchers[i % 2].execute) for i, plan in enumerate(plans))
+            )
+        finally:
+            for runner in runners:
+                runner.cancel()
+            await asyncio.gather(*runners, return_exceptions=True)
 
     env.run(all_clients())
     print(
