@@ -30,9 +30,6 @@ class StateCache:
         self._rows: dict[tuple[int, int], tuple[int, MemberState]] = {}
         self._configs: dict[int, tuple[int, GuildConfig]] = {}
 
-    def __len__(self) -> int:
-        return len(self._rows)
-
     def config(self, guild_id: int) -> tuple[int, GuildConfig] | None:
         """(version, config) of the guild, if known."""
         return self._configs.get(guild_id)
