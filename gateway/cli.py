@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except psycopg.OperationalError as exc:
+        if exc.sqlstate is not None:  # the server answered: a timeout, a deadlock, a cancel
+            print(f"error: the database stopped a statement: {_first_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"error: cannot reach PostgreSQL ({_first_line(exc)})", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except LedgerError as exc:

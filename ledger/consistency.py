@@ -41,6 +41,8 @@ async def check_guild(pool: AsyncConnectionPool, guild_id: int) -> ConsistencyRe
     folded: dict[int, MemberState] = defaultdict(lambda: NEW_MEMBER)
     transfer_sum = 0
     async with pool.connection() as conn, conn.transaction():
+        # A big guild's log takes longer than the pool's statement limit to stream.
+        await conn.execute("SET LOCAL statement_timeout = 0")
         async with conn.cursor(name="consistency") as cur:
             await cur.execute(GUILD_EVENTS, (guild_id,))
             async for stream, type_name, schema, data in cur:

@@ -190,8 +190,10 @@ async def verify(
     projectors = select(names)
     async with pool.connection() as snap, pool.connection() as reader, snap.transaction():
         await snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        # The snapshot stays open while the log is replayed on the other connection.
+        # The snapshot stays open while the log is replayed on the other connection, and its
+        # cursors' first fetches may scan a whole big table: neither limit of the pool applies.
         await snap.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        await snap.execute("SET LOCAL statement_timeout = 0")
         stored = await checkpoints.load(snap, [p.name for p in projectors])
         until = {p.name: stored.get(p.name, Checkpoint()) for p in projectors}
         states, events = await replay(reader, projectors, until, chunk_size)

@@ -141,3 +141,19 @@ def test_revert_then_verify_restores_prior_balances(
     demo_db.run(catch_up(demo_db.store.pool))  # the workers' job in production
     assert main(["verify", "--chain"]) == 0
     assert "verify: OK" in capsys.readouterr().out
+
+
+def test_a_statement_the_server_stopped_is_not_reported_as_unreachable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A statement timeout is an OperationalError too, but the server answered: exit 1, not 3.
+    from gateway import cli_projections
+
+    async def times_out(*_: object) -> int:
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    monkeypatch.setitem(cli_projections.HANDLERS, "status", times_out)
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert "stopped a statement: canceling statement due to statement timeout" in err
+    assert "cannot reach" not in err
