@@ -14,7 +14,9 @@ Folding reads event data only: no clock, no randomness, no other table.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import gc
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import msgspec
@@ -239,6 +241,25 @@ _UNKNOWN: Values = ("\x00unknown",)
 
 def _zero(row: Sequence[object], table: Table) -> bool:
     return not any(row[len(table.key) :])
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is folded (reference counting goes on).
+
+    A fold allocates an object or more per event, and on a backlog most of them live on in the
+    held overlay, so the collector's passes over them free nothing; its full passes walk the
+    whole overlay again each time it grows by a quarter. Pausing it per fold cut a 1M-event
+    catch-up from 6.1-6.5 s to 5.3 s. Whoever found it enabled enables it again, so folds that
+    interleave (lanes) leave it as they found it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Projector(abc.ABC):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from ledger import events as ev
 from ledger.member import lc_delta
 from projections.flows import lc_earned, lc_flows
-from projections.projector import Overlay
+from projections.projector import Overlay, collector_paused
 from projections.projectors import PROJECTORS, UnknownProjector, select
 from projections.projectors.leaderboards import BUCKETS, SCORES
 from tests.fix_db import LedgerEnv
@@ -109,3 +110,25 @@ def test_overlay_size_counts_a_delta_as_half_a_row() -> None:
     state.put(SCORES, (1, "xp", "all", 99), (7,))
     state.add(BUCKETS, (1, "xp", "all", 7), (1,))
     assert state.size() == 7
+
+
+def test_the_collector_pause_leaves_the_collector_as_it_found_it() -> None:
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), collector_paused():
+        assert not gc.isenabled()
+        _ = 1 / 0
+    assert gc.isenabled()
+    # Two folds interleaving (lanes): enabled again once both are done, whatever the order.
+    first, second = collector_paused(), collector_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()  # an application that runs without the collector keeps it off
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -345,3 +346,24 @@ def test_a_backlog_that_ends_on_a_full_batch_is_written(
     )
     report = env.run(verify(env.store.pool, ["wallets"]))
     assert report.ok and report.tables[0].rows > 0
+
+
+def test_folds_run_without_the_cyclic_collector(
+    env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catch-up and verify fold with the collector paused, and leave it enabled."""
+    simulate(env, seed=5, count=60)
+    wallets = type(PROJECTORS["wallets"])
+    original = wallets.apply
+    seen: list[bool] = []
+
+    async def spying(self: Any, batch: Any, state: Any) -> None:
+        seen.append(gc.isenabled())
+        await original(self, batch, state)
+
+    monkeypatch.setattr(wallets, "apply", spying)
+    env.run(catch_up(env.store.pool, ["wallets"]))
+    folded = len(seen)
+    assert env.run(verify(env.store.pool, ["wallets"])).ok
+    assert folded and len(seen) > folded and not any(seen)
+    assert gc.isenabled()
