@@ -3,10 +3,13 @@ invariants hold afterwards. A smoke test: no timing is asserted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import psycopg
 import pytest
 
+from gateway.bench.checks import joined, reported
 from gateway.cli import main
 from tests.fix_db import LedgerEnv
 
@@ -39,3 +42,15 @@ def test_quick_bench_runs_every_workload_with_its_baseline(
     assert "5,000-member guild" in by_key["P6"]["workload"]
     assert "verify" in by_key["P5"]["invariants"]
     assert "verify" in by_key["P7"]["invariants"]
+
+
+def test_a_check_the_database_cuts_short_fails_the_check_not_the_run() -> None:
+    @reported
+    async def times_out() -> str:
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    outcome = asyncio.run(times_out())
+    assert (
+        outcome == "could not check (QueryCanceled: canceling statement due to statement timeout)"
+    )
+    assert joined({"state rows": outcome}).startswith("state rows: could not check")

@@ -12,6 +12,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec
+
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ledger.consistency import check_guild
@@ -60,6 +65,25 @@ SELECT count(*)
 """
 
 
+P = ParamSpec("P")
+
+
+def reported(check: Callable[P, Awaitable[str]]) -> Callable[P, Awaitable[str]]:
+    """A check the database refused or cut short reads as a failed check, so the run goes on
+    and keeps the figures of the other workloads."""
+
+    @functools.wraps(check)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> str:
+        try:
+            return await check(*args, **kwargs)
+        except psycopg.Error as exc:
+            lines = str(exc).strip().splitlines()
+            return f"could not check ({type(exc).__name__}: {lines[0] if lines else ''})"
+
+    return run
+
+
+@reported
 async def projection_invariants(pool: AsyncConnectionPool, names: list[str] | None = None) -> str:
     """'ok' when `projections.verify` finds the tables equal to a replay of the log."""
     report = await verify(pool, names)
@@ -69,6 +93,7 @@ async def projection_invariants(pool: AsyncConnectionPool, names: list[str] | No
     return "; ".join(bad[:3])
 
 
+@reported
 async def cross_check(pool: AsyncConnectionPool, guild_id: int) -> str:
     """'ok' when the guild's read tables agree with its state rows and conserve LC."""
     problems = []
@@ -94,6 +119,7 @@ async def cross_check(pool: AsyncConnectionPool, guild_id: int) -> str:
     return "ok" if not problems else "; ".join(problems[:3])
 
 
+@reported
 async def write_side(pool: AsyncConnectionPool, guild_id: int) -> str:
     """'ok' when the guild's state rows equal the fold of its log."""
     report = await check_guild(pool, guild_id)

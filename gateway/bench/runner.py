@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.bench import baselines, lag, projection_workloads, workloads
+from gateway.bench.checks import reported
 from gateway.bench.model import FULL, QUICK, BenchReport, Result, Sizes
 from gateway.bench.synthetic import SyntheticGuild
 from ledger.consistency import check_guild
@@ -46,6 +47,7 @@ async def describe(services: Services, data_dir: Path | None) -> dict[str, objec
     return setup
 
 
+@reported
 async def invariants(services: Services, guild_id: int) -> str:
     """'ok', or the problems the write-side consistency check found."""
     report = await check_guild(services.pool, guild_id)
