@@ -123,10 +123,12 @@ class Overlay:
         for i, column in enumerate(table.values):
             current[i] = _MERGES[column.merge](current[i], values[i])
 
-    def add_delta(self, table: Table, key: Key, amount: int) -> None:
-        """Add `amount` to the pending delta of a row (for the projector's `flush` to apply)."""
+    def add_deltas(self, table: Table, amounts: dict[Key, int]) -> None:
+        """Add each amount to the pending delta of its row (for the projector's `flush`)."""
         pending = self.deltas[table.name]
-        pending[key] = pending.get(key, 0) + amount
+        get = pending.get
+        for key, amount in amounts.items():
+            pending[key] = get(key, 0) + amount
 
     def take_deltas(self, table: Table) -> dict[Key, int]:
         """The pending deltas of `table`, removed from the overlay."""

@@ -103,10 +103,11 @@ def test_overlay_size_counts_a_delta_as_half_a_row() -> None:
     # The held-backlog bound (engine.MAX_HELD_ROWS) is a memory bound: a pending delta is a key
     # and an int, about half of a loaded row (values plus the base it is compared with).
     state = Overlay((SCORES, BUCKETS), None, live=True)
-    for member in range(10):
-        state.add_delta(SCORES, (1, "xp", "all", member), 5)
-    state.add_delta(SCORES, (1, "xp", "all", 0), 5)  # the same row again: still one delta
+    state.add_deltas(SCORES, {(1, "xp", "all", member): 5 for member in range(10)})
+    state.add_deltas(SCORES, {(1, "xp", "all", 0): 5})  # the same row again: still one delta
     assert state.size() == 5
+    assert state.take_deltas(SCORES)[(1, "xp", "all", 0)] == 10
+    state.add_deltas(SCORES, {(1, "xp", "all", member): 5 for member in range(10)})
     state.put(SCORES, (1, "xp", "all", 99), (7,))
     state.add(BUCKETS, (1, "xp", "all", 7), (1,))
     assert state.size() == 7

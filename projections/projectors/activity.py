@@ -31,7 +31,9 @@ COUNTERS = (
 )
 _I = {name: i for i, name in enumerate(COUNTERS)}
 _BEST_STREAK = _I["best_daily_streak"]
-_MESSAGE = ((_I["messages"], 1),)
+_MESSAGES = _I["messages"]
+_MESSAGE = ((_MESSAGES, 1),)
+XpGranted = ev.XpGranted
 _REACTION = ((_I["reactions_received"], 1),)
 
 ACTIVITY = Table(
@@ -106,20 +108,25 @@ class ActivityProjector(Projector):
         spans: dict[tuple[int, int], list[datetime]] = {}
         for d in batch:
             event = d.event
+            at = event.at
             key = (d.guild_id, event.member_id)
             acc = counts.get(key)
             if acc is None:
                 acc = counts[key] = [0] * len(COUNTERS)
-                spans[key] = [event.at, event.at]
+                spans[key] = [at, at]
+            else:
+                span = spans[key]
+                if at < span[0]:
+                    span[0] = at
+                elif at > span[1]:
+                    span[1] = at
+            if type(event) is XpGranted and event.source == "message":  # most of a log
+                acc[_MESSAGES] += 1
+                continue
             for index, amount in _increments(event):
                 if index == _BEST_STREAK:
                     acc[index] = max(acc[index], amount)
                 else:
                     acc[index] += amount
-            span = spans[key]
-            if event.at < span[0]:
-                span[0] = event.at
-            if event.at > span[1]:
-                span[1] = event.at
         for key, values in counts.items():
             state.add(ACTIVITY, key, [*values, *spans[key]])

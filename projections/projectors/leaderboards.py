@@ -96,6 +96,8 @@ SELECT guild_id, board, period, ledger_score_bucket(score), count(*) FROM {score
 
 ScoreKey = tuple[int, str, str, int]
 XP_EVENTS: frozenset[type[ev.Event]] = frozenset({ev.XpGranted, ev.GamePlayed, ev.Reverted})
+XpGranted = ev.XpGranted
+assert XpGranted not in LC_EVENTS  # the fast path below gives it no LC
 
 
 class LeaderboardsProjector(Projector):
@@ -113,9 +115,12 @@ class LeaderboardsProjector(Projector):
         days: dict[tuple[int, int, int], list[int]] = {}
         for d in batch:
             event = d.event
-            kind = type(event)
-            xp = xp_delta(event) if kind in XP_EVENTS else 0
-            earned = lc_earned(event) if kind in LC_EVENTS else 0
+            if type(event) is XpGranted:  # most of a log: its own XP, never LC
+                xp, earned = event.xp, 0
+            else:
+                kind = type(event)
+                xp = xp_delta(event) if kind in XP_EVENTS else 0
+                earned = lc_earned(event) if kind in LC_EVENTS else 0
             if not xp and not earned:
                 continue
             at = event.at
@@ -132,17 +137,21 @@ class LeaderboardsProjector(Projector):
                     acc[2] += earned
                     acc[3] = True
         totals: dict[ScoreKey, int] = {}
+        periods_of: dict[int, tuple[str, ...]] = {}
         for (guild, member, day), (xp, xp_changed, earned, earned_changed) in days.items():
-            periods = (ALL_TIME, *day_periods(day))
-            for board, amount, changed in (("xp", xp, xp_changed), ("lc", earned, earned_changed)):
-                if not changed:
-                    continue
+            periods = periods_of.get(day)
+            if periods is None:
+                periods = periods_of[day] = (ALL_TIME, *day_periods(day))
+            if xp_changed:
                 for period in periods:
-                    key = (guild, board, period, member)
-                    totals[key] = totals.get(key, 0) + amount
+                    key = (guild, "xp", period, member)
+                    totals[key] = totals.get(key, 0) + xp
+            if earned_changed:
+                for period in periods:
+                    key = (guild, "lc", period, member)
+                    totals[key] = totals.get(key, 0) + earned
         if state.live:  # moved in SQL by `flush`, possibly after several batches
-            for key, amount in totals.items():
-                state.add_delta(SCORES, key, amount)
+            state.add_deltas(SCORES, totals)
             return
         await state.load(SCORES, totals)
         if state.bulk:  # the histogram is counted afterwards (`derive`)
