@@ -317,3 +317,25 @@ def test_a_worker_whose_rebuild_died_stops_at_its_next_chunk(traffic_env: Ledger
     written = env.sql("SELECT count(*) FROM projection_shadow.balances")[0][0]
     assert written < members[0][0] // 2  # type: ignore[operator]
     env.sql("DROP TABLE projection_shadow.balances")
+
+
+def test_a_member_order_rebuild_first_samples_a_log_without_statistics(env: LedgerEnv) -> None:
+    """A log just grown by an import has no statistics, and member-order reads plan badly."""
+    stats = "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'events'"
+
+    async def statistics() -> int:
+        async with env.store.pool.connection() as conn:
+            row = await (await conn.execute(stats)).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    async def no_autovacuum() -> None:
+        async with env.store.pool.connection() as conn:
+            await conn.execute("ALTER TABLE events SET (autovacuum_enabled = off)")
+
+    env.run(no_autovacuum())
+    simulate(env, seed=11, count=150)
+    assert env.run(statistics()) == 0
+    env.run(rebuild(env.store.pool, order="member"))
+    assert env.run(statistics()) > 0
+    assert_tables_equal_fold(env)
