@@ -252,7 +252,7 @@ def collector_paused() -> Iterator[None]:
     A fold allocates an object or more per event, and on a backlog most of them live on in the
     held overlay, so the collector's passes over them free nothing; its full passes walk the
     whole overlay again each time it grows by a quarter. Pausing it per fold cut a 1M-event
-    catch-up from 6.1-6.5 s to 5.3 s. Whoever found it enabled enables it again, so folds that
+    catch-up from 6.1-6.5 s to 5.3-5.9 s. Whoever found it enabled enables it again, so folds that
     interleave (lanes) leave it as they found it.
     """
     enabled = gc.isenabled()
