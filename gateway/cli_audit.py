@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -57,8 +58,13 @@ def discord_id(text: str) -> int:
 
 
 def file_path(text: str) -> Path:
-    """A file name (not empty, no NUL character: no file can have one)."""
-    if not text or "\x00" in text:
+    """A file name (not empty, no NUL character, and bytes the file system can be given)."""
+    try:
+        os.fsencode(text)
+        valid = bool(text) and "\x00" not in text
+    except UnicodeEncodeError:  # a lone surrogate has no bytes (argv's undecodable bytes do)
+        valid = False
+    if not valid:
         raise argparse.ArgumentTypeError(f"not a file name: {text!r}")
     return Path(text)
 

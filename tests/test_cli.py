@@ -157,3 +157,14 @@ def test_a_statement_the_server_stopped_is_not_reported_as_unreachable(
     err = capsys.readouterr().err
     assert "stopped a statement: canceling statement due to statement timeout" in err
     assert "cannot reach" not in err
+
+
+def test_a_file_name_the_file_system_cannot_take_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Found by the hostile-input property test: a lone surrogate reached open() and crashed.
+    with pytest.raises(SystemExit) as usage:
+        main(["import", "mee6", "1", "\ud800"])
+    assert usage.value.code == 2
+    err = capsys.readouterr().err
+    assert "not a file name" in err and "Traceback" not in err
