@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from projections.log import Batch, MemberKey, read_member_chunk
-from projections.projector import Overlay, Projector, collector_paused
+from projections.projector import Overlay, Projector
 from projections.tables import Key, Table, TableIO
 
 SHADOW_SCHEMA = "projection_shadow"
@@ -52,8 +52,7 @@ async def fold_batch(shadows: Sequence[Shadow], batch: Batch) -> None:
     for shadow in shadows:
         events = batch.handled_by(shadow.projector.handles)
         if events:
-            with collector_paused():
-                await shadow.projector.apply(events, shadow.state)
+            await shadow.projector.fold(events, shadow.state)
             shadow.applied += len(events)
 
 

@@ -35,7 +35,7 @@ import psycopg
 from ledger.store import Checkpoint
 from projections import checkpoints
 from projections.log import Batch, after, read_batch
-from projections.projector import Overlay, Projector, collector_paused
+from projections.projector import Overlay, Projector
 from projections.tables import TableIO
 
 log = logging.getLogger(__name__)
@@ -212,8 +212,7 @@ class Engine:
         state.io = io
         try:
             if events:
-                with collector_paused():
-                    await projector.apply(events, state)
+                await projector.fold(events, state)
         except Exception as error:
             running.drop_held()
             self._failed(running, io, error)

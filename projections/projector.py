@@ -298,6 +298,11 @@ class Projector(abc.ABC):
         """
         return
 
+    async def fold(self, batch: Sequence[Delivered], state: Overlay) -> None:
+        """`apply`, with the cyclic collector paused (what the engine, rebuild and verify call)."""
+        with collector_paused():
+            await self.apply(batch, state)
+
     @abc.abstractmethod
     async def apply(self, batch: Sequence[Delivered], state: Overlay) -> None:
         """Fold `batch` (handled types only, in delivery order) into `state`.

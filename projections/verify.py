@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from ledger.store import Checkpoint
 from projections import checkpoints
 from projections.log import after, read_batch
-from projections.projector import Overlay, Projector, collector_paused
+from projections.projector import Overlay, Projector
 from projections.projectors import select
 from projections.tables import Key, Table, TableIO, Values
 
@@ -174,8 +174,7 @@ async def replay(
                 and (d.tx, d.position) <= (limit.tx, limit.position)
             ]
             if events:
-                with collector_paused():
-                    await projector.apply(events, states[projector.name])
+                await projector.fold(events, states[projector.name])
         point, read = batch.end, read + batch.read
     return states, read
 
