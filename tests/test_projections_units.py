@@ -13,6 +13,7 @@ from projections.flows import lc_earned, lc_flows
 from projections.projector import Overlay, collector_paused
 from projections.projectors import PROJECTORS, UnknownProjector, select
 from projections.projectors.leaderboards import BUCKETS, SCORES
+from projections.projectors.wallets import LC_EVENTS
 from tests.fix_db import LedgerEnv
 
 AT = datetime(2024, 1, 1, tzinfo=UTC)
@@ -133,3 +134,8 @@ def test_the_collector_pause_leaves_the_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_xp_grants_never_earn_lc_as_the_leaderboards_fast_path_assumes() -> None:
+    grant = ev.XpGranted(member_id=1, at=AT, source="message", base=15, multiplier_pct=100, xp=15)
+    assert ev.XpGranted not in LC_EVENTS and lc_earned(grant) == 0

@@ -33,7 +33,6 @@ _I = {name: i for i, name in enumerate(COUNTERS)}
 _BEST_STREAK = _I["best_daily_streak"]
 _MESSAGES = _I["messages"]
 _MESSAGE = ((_MESSAGES, 1),)
-XpGranted = ev.XpGranted
 _REACTION = ((_I["reactions_received"], 1),)
 
 ACTIVITY = Table(
@@ -120,7 +119,7 @@ class ActivityProjector(Projector):
                     span[0] = at
                 elif at > span[1]:
                     span[1] = at
-            if type(event) is XpGranted and event.source == "message":  # most of a log
+            if type(event) is ev.XpGranted and event.source == "message":  # most of a log
                 acc[_MESSAGES] += 1
                 continue
             for index, amount in _increments(event):
