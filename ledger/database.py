@@ -60,7 +60,7 @@ def server_settings(memory_bytes: int | None = None) -> dict[str, str]:
     manual suggests for a database server, capped at 1GB for a server that shares its machine.
     """
     memory = _physical_memory() if memory_bytes is None else memory_bytes
-    quarter_mb = memory // 4 // 2**20 if memory else 128
+    quarter_mb = memory // 4 // 2**20  # 0 when unknown: the floor below
     return {"shared_buffers": f"{max(128, min(MAX_SHARED_BUFFERS_MB, quarter_mb))}MB"}
 
 
