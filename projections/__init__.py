@@ -4,7 +4,7 @@ The public entry points (the CLI and the gateway call these; the gateway reads o
 `projections.queries` and `projections.leaderboard`):
 
 - `run_workers(pool, names=..., stop=...)`: a worker process's loop; `catch_up(pool)`: apply
-  everything visible now and return.
+  everything committed before the call and return.
 - `rebuild(pool, names, progress, jobs=...)`: blue/green rebuild from the log, folded by one
   process or, member by member, by several (`WorkerFailed` when one of them fails).
 - `verify(pool, names)`: replay the log in memory and compare with the live tables.

@@ -120,6 +120,10 @@ SELECT e.tx::text, e.position
  LIMIT 1
 """
 
+LAST_COMMITTED = """
+SELECT e.tx::text, e.position FROM events e ORDER BY e.tx DESC, e.position DESC LIMIT 1
+"""
+
 COUNT_BELOW_HORIZON = """
 SELECT count(*) FROM events e WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())
 """
@@ -260,6 +264,17 @@ async def last_before(conn: psycopg.AsyncConnection[Any], point: str) -> Checkpo
 async def last_below_horizon(conn: psycopg.AsyncConnection[Any]) -> Checkpoint | None:
     """The last event every reader can see now (None for an empty log)."""
     cur = await conn.execute(LAST_BELOW_HORIZON)
+    row = await cur.fetchone()
+    return Checkpoint(tx=int(row[0]), position=row[1]) if row else None
+
+
+async def last_committed(conn: psycopg.AsyncConnection[Any]) -> Checkpoint | None:
+    """The last committed event in delivery order, delivered or held back (None: empty log).
+
+    An open transaction older than it keeps it past the horizon until that one ends: a reader
+    may not pass it before, or it could skip the older transaction's events.
+    """
+    cur = await conn.execute(LAST_COMMITTED)
     row = await cur.fetchone()
     return Checkpoint(tx=int(row[0]), position=row[1]) if row else None
 

@@ -9,8 +9,10 @@ an operator can see "projection held back by transaction X" and end it if it is 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from projections import checkpoints
@@ -81,6 +83,18 @@ class ProjectorStatus(msgspec.Struct, frozen=True, kw_only=True):
         return self.lease_pid is not None
 
 
+async def oldest_transaction(conn: psycopg.AsyncConnection[Any]) -> Holder | None:
+    """The oldest transaction running with an xid: the one that sets the horizon (or None)."""
+    cur = await conn.execute(OLDEST_TRANSACTION)
+    found = await cur.fetchone()
+    if found is None:
+        return None
+    pid, xid, age, state, application, query = found
+    return Holder(
+        pid=pid, xid=xid, age_seconds=age or 0.0, state=state, application=application, query=query
+    )
+
+
 async def status(pool: AsyncConnectionPool) -> list[ProjectorStatus]:
     """The status of every projector (those that never ran show as at the log's start)."""
     names = list(PROJECTORS)
@@ -93,19 +107,7 @@ async def status(pool: AsyncConnectionPool) -> list[ProjectorStatus]:
         cur = await conn.execute(HORIZON)
         horizon_row = await cur.fetchone()
         horizon = str(horizon_row[0]) if horizon_row else ""
-        holder = None
-        if any(row[8] for row in rows):
-            cur = await conn.execute(OLDEST_TRANSACTION)
-            found = await cur.fetchone()
-            if found:
-                holder = Holder(
-                    pid=found[0],
-                    xid=found[1],
-                    age_seconds=found[2] or 0.0,
-                    state=found[3],
-                    application=found[4],
-                    query=found[5],
-                )
+        holder = await oldest_transaction(conn) if any(row[8] for row in rows) else None
     return [
         ProjectorStatus(
             name=name,

@@ -22,12 +22,13 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ledger.store import NOTIFY_CHANNEL
+from ledger.store import NOTIFY_CHANNEL, Checkpoint
 from projections import checkpoints
 from projections.engine import DEFAULT_BATCH_SIZE, MAX_HELD_EVENTS, Engine
-from projections.log import after, last_below_horizon
+from projections.log import after, last_committed
 from projections.projector import Projector
 from projections.projectors import select
+from projections.status import oldest_transaction
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +185,14 @@ async def catch_up(
     max_wait: float = 300.0,
     max_held_events: int = MAX_HELD_EVENTS,
 ) -> int:
-    """Apply every event below the current horizon to `names` (all when None); return how many.
+    """Apply every event committed before the call to `names` (all when None); return how many.
 
-    Projectors whose lease another worker holds are not touched: this waits (up to `max_wait`
-    seconds, then TimeoutError) until that worker has passed the same point. Errors propagate.
-    The count is of log events read and applied by this call.
+    Events committed after the call may be applied too. An event past the snapshot horizon (an
+    older transaction is still open: a command being written, another worker's batch) is waited
+    for, as are projectors whose lease another worker holds (this waits until that worker has
+    passed the same point). After `max_wait` seconds: TimeoutError, naming the transaction that
+    holds the horizon back if one does. Errors propagate. The count is of log events read and
+    applied by this call.
     """
     projectors = select(names)
     async with (
@@ -201,7 +205,7 @@ async def catch_up(
             max_held_events=max_held_events,
         )  # fmt: skip
         try:
-            target = await last_below_horizon(conn)
+            target = await last_committed(conn)
             await worker.claim()
             if target is None:
                 return 0
@@ -210,17 +214,15 @@ async def catch_up(
             await worker.release()
 
 
-async def _catch_up_to(worker: Worker, target: Any, deadline: float) -> int:
+async def _catch_up_to(worker: Worker, target: Checkpoint, deadline: float) -> int:
     applied = 0
     engine = worker.engine
     while True:
         if any(after(target, r.checkpoint) for r in engine.running.values()):
             read = await engine.step()
             applied += read
-            if not read:  # cannot happen (the target is committed and visible): do not spin
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the projectors did not reach the horizon in time")
-                await asyncio.sleep(0.02)
+            if not read:  # the target is committed, but an older transaction is still open
+                await _wait_or_give_up(worker.conn, deadline, "the projectors")
             continue
         others = [p.name for p in worker.wanted if p.name not in worker.held]
         if not others:
@@ -228,7 +230,22 @@ async def _catch_up_to(worker: Worker, target: Any, deadline: float) -> int:
         stored = await checkpoints.load(worker.conn, others)
         if not any(after(target, stored[name]) for name in others):
             return applied
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"projectors {', '.join(others)} did not catch up in time")
         if not await worker.claim():  # their holder may have died meanwhile
-            await asyncio.sleep(0.02)
+            await _wait_or_give_up(worker.conn, deadline, f"projectors {', '.join(others)}")
+
+
+async def _wait_or_give_up(
+    conn: psycopg.AsyncConnection[Any], deadline: float, waiting: str
+) -> None:
+    """Poll again shortly, or raise TimeoutError past `deadline` (naming what holds us back)."""
+    if time.monotonic() <= deadline:
+        await asyncio.sleep(0.02)
+        return
+    message = f"{waiting} did not catch up in time"
+    holder = await oldest_transaction(conn)
+    if holder is not None:
+        message += (
+            f"; the horizon is held back by transaction {holder.xid} (pid {holder.pid}, "
+            f"{holder.state}, open {holder.age_seconds:.0f}s)"
+        )
+    raise TimeoutError(message)

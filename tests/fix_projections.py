@@ -30,6 +30,7 @@ from ledger.member import fold
 from ledger.service import Ledger
 from ledger.store import EventStore
 from projections import catch_up, verify
+from projections.engine import Engine
 from projections.periods import score_bucket
 from projections.projectors import PROJECTORS
 from tests.fix_db import LedgerEnv
@@ -207,6 +208,22 @@ def revert_some(env: LedgerEnv, seed: int, how_many: int = 3) -> None:
 def project(env: LedgerEnv, batch_size: int = 50) -> int:
     """Catch every projector up (small batches, so tests cross many batch boundaries)."""
     return env.run(catch_up(env.store.pool, batch_size=batch_size))
+
+
+def deliver(env: LedgerEnv, batch_size: int = 50) -> int:
+    """Apply what is deliverable now and stop, without waiting for events held back by open
+    transactions (which `catch_up` waits for); return the events read."""
+
+    async def run() -> int:
+        async with env.store.pool.connection() as conn:
+            engine = Engine(conn, batch_size=batch_size, raise_errors=True)
+            await engine.add(list(PROJECTORS.values()))
+            total = 0
+            while read := await engine.step():
+                total += read
+            return total
+
+    return env.run(run())
 
 
 def member_states(env: LedgerEnv) -> dict[tuple[int, int], object]:
