@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 from typing import Any
 
 import msgspec
@@ -25,6 +26,7 @@ from projections import (
     UnknownProjector,
     VerifyReport,
     WorkerFailed,
+    catch_up,
     rebuild,
     run_workers,
     status,
@@ -45,6 +47,20 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         )
     if name == "project":
         parser.add_argument("--workers", type=int, default=1, help="worker tasks (default 1)")
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="apply every event committed so far, then exit (1 if an open transaction "
+            "holds events back longer than --max-wait)",
+        )
+        parser.add_argument(
+            "--max-wait",
+            type=float,
+            default=300.0,
+            metavar="SECONDS",
+            help="with --once: how long to wait for other workers and open transactions "
+            "(default 300)",
+        )
         parser.add_argument(
             "--health-port",
             type=int,
@@ -81,8 +97,10 @@ def _names(args: argparse.Namespace) -> list[str] | None:
 
 
 async def project(args: argparse.Namespace, settings: Settings) -> int:
-    """Run projection workers (and the chain sealer) until SIGINT/SIGTERM."""
+    """Run projection workers (and the chain sealer) until SIGINT/SIGTERM, or catch up once."""
     names = _names(args)
+    if args.once:
+        return await _project_once(names, args.max_wait, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -101,6 +119,19 @@ async def project(args: argparse.Namespace, settings: Settings) -> int:
             if health:
                 await health.stop()
     print("stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _project_once(names: list[str] | None, max_wait: float, settings: Settings) -> int:
+    """Catch the projectors up to the last committed event and exit (workers may be running)."""
+    async with app_services(settings, max_connections=4) as services:
+        began = time.monotonic()
+        try:
+            applied = await catch_up(services.pool, names, max_wait=max_wait)
+        except TimeoutError as exc:
+            print(f"not caught up: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    print(f"projected {applied:,} events in {time.monotonic() - began:.1f}s")
     return EXIT_OK
 
 

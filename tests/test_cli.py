@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
 from gateway.cli import main
-from projections import catch_up
+from ledger import commands as cmd
 from tests.fix_db import LedgerEnv
 
 GUILD = 424242
+NEW = 987654321  # a member the demo's traffic never has
 
 
 @pytest.fixture
@@ -138,9 +140,27 @@ def test_revert_then_verify_restores_prior_balances(
         (GUILD, member),
     )[0][0]
     assert after == max(0, before - amount)
-    demo_db.run(catch_up(demo_db.store.pool))  # the workers' job in production
+    assert main(["project", "--once"]) == 0  # the workers' job in production
+    assert "projected" in capsys.readouterr().out
     assert main(["verify", "--chain"]) == 0
     assert "verify: OK" in capsys.readouterr().out
+
+
+def test_project_once_names_the_transaction_that_holds_it_back(
+    demo_db: LedgerEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(demo_db.url) as holder:
+        holder.execute("SELECT pg_current_xact_id()")
+        join = cmd.Join(guild_id=GUILD, command_id="cli-held", member_id=NEW, at=datetime.now(UTC))
+        demo_db.run(demo_db.ledger.execute(join))
+        assert main(["project", "--once", "--max-wait", "0.2"]) == 1
+        err = capsys.readouterr().err
+        assert "not caught up" in err and f"pid {holder.info.backend_pid}" in err
+    balance = "SELECT balance FROM balances WHERE guild_id = %s AND member_id = %s"
+    assert demo_db.sql(balance, (GUILD, NEW)) == []
+    assert main(["project", "--once"]) == 0
+    assert "projected" in capsys.readouterr().out
+    assert len(demo_db.sql(balance, (GUILD, NEW))) == 1
 
 
 def test_a_statement_the_server_stopped_is_not_reported_as_unreachable(
