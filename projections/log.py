@@ -15,6 +15,7 @@ version, payload]` and go through `ledger.events.decode`, which upcasts.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from itertools import compress
@@ -50,14 +51,27 @@ class _Stored(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=2):
 
 _decode_rows = msgspec.json.Decoder(list[Delivered | _Skipped | _Stored]).decode
 
-# The current schema version of each type, spelled out from ledger.events.SCHEMA_VERSIONS (a
-# constant of the code, composed once with literals).
-_CURRENT_VERSION = sql.SQL("CASE b.type {} END").format(
-    sql.SQL(" ").join(
-        sql.SQL("WHEN {} THEN {}").format(sql.Literal(name), sql.Literal(version))
-        for name, version in sorted(ev.SCHEMA_VERSIONS.items())
+
+def current_version_sql(versions: dict[str, int]) -> sql.Composable:
+    """The current schema version of a row's type `b.type`, from `versions` (a constant of the
+    code, composed once with literals): the most common version, with a CASE for the types at
+    another. Only rows whose type a projector asked for (all known types) reach the test. A
+    CASE naming every type cost 7% of a delivery-order read (string compares on every row).
+    """
+    common = Counter(versions.values()).most_common(1)[0][0]
+    others = sorted((name, v) for name, v in versions.items() if v != common)
+    if not others:
+        return sql.Literal(common)
+    return sql.SQL("CASE b.type {} ELSE {} END").format(
+        sql.SQL(" ").join(
+            sql.SQL("WHEN {} THEN {}").format(sql.Literal(name), sql.Literal(v))
+            for name, v in others
+        ),
+        sql.Literal(common),
     )
-)
+
+
+_CURRENT_VERSION = current_version_sql(ev.SCHEMA_VERSIONS)
 
 
 def _assemble(order: str, rows: str, cursor: bool) -> sql.Composed:

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from ledger import commands as cmd
 from ledger import events as ev
@@ -18,7 +19,7 @@ from projections import catch_up, run_workers, status, verify
 from projections import engine as engine_module
 from projections import worker as worker_module
 from projections.engine import Engine
-from projections.log import after, last_below_horizon
+from projections.log import after, current_version_sql, last_below_horizon
 from projections.projectors import PROJECTORS
 from tests.fix_db import LedgerEnv
 from tests.fix_projections import (
@@ -249,6 +250,17 @@ def test_rows_of_another_schema_version_take_the_decode_path(env: LedgerEnv) -> 
         (33, 35, 2)
     ]
     assert_tables_equal_fold(env)
+
+
+def test_the_current_version_of_each_type_is_spelled_out_only_where_it_differs(
+    env: LedgerEnv,
+) -> None:
+    expression = current_version_sql({"a": 1, "b": 2, "c": 1, "d": 3})
+    query = sql.SQL("SELECT b.type, {} FROM (VALUES ('a'), ('b'), ('c'), ('d')) AS b(type)")
+    with psycopg.connect(env.url) as conn:
+        rows = conn.execute(query.format(expression)).fetchall()
+    assert dict(rows) == {"a": 1, "b": 2, "c": 1, "d": 3}
+    assert current_version_sql({"a": 4, "b": 4}).as_string(None) == "4"
 
 
 def test_batches_grow_while_a_backlog_keeps_them_full(
