@@ -56,7 +56,6 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--max-wait",
             type=float,
-            default=300.0,
             metavar="SECONDS",
             help="with --once: how long to wait for other workers and open transactions "
             "(default 300)",
@@ -99,8 +98,12 @@ def _names(args: argparse.Namespace) -> list[str] | None:
 async def project(args: argparse.Namespace, settings: Settings) -> int:
     """Run projection workers (and the chain sealer) until SIGINT/SIGTERM, or catch up once."""
     names = _names(args)
+    if args.max_wait is not None and (not args.once or args.max_wait < 0):
+        print("--max-wait takes a number of seconds >= 0, with --once", file=sys.stderr)
+        return EXIT_USAGE
     if args.once:
-        return await _project_once(names, args.max_wait, settings)
+        wait = 300.0 if args.max_wait is None else args.max_wait
+        return await _project_once(names, wait, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -161,6 +161,8 @@ def test_project_once_names_the_transaction_that_holds_it_back(
     assert main(["project", "--once"]) == 0
     assert "projected" in capsys.readouterr().out
     assert len(demo_db.sql(balance, (GUILD, NEW))) == 1
+    assert main(["project", "--max-wait", "5"]) == 2  # only means something with --once
+    assert "--max-wait" in capsys.readouterr().err
 
 
 def test_a_statement_the_server_stopped_is_not_reported_as_unreachable(
