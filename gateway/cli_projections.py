@@ -32,6 +32,7 @@ from projections import (
     status,
     verify,
 )
+from projections.worker import DEFAULT_MAX_WAIT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -58,7 +59,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
             type=float,
             metavar="SECONDS",
             help="with --once: how long to wait for other workers and open transactions "
-            "(default 300)",
+            f"(default {DEFAULT_MAX_WAIT:.0f})",
         )
         parser.add_argument(
             "--health-port",
@@ -102,7 +103,7 @@ async def project(args: argparse.Namespace, settings: Settings) -> int:
         print("--max-wait takes a number of seconds >= 0, with --once", file=sys.stderr)
         return EXIT_USAGE
     if args.once:
-        wait = 300.0 if args.max_wait is None else args.max_wait
+        wait = DEFAULT_MAX_WAIT if args.max_wait is None else args.max_wait
         return await _project_once(names, wait, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

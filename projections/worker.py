@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_INTERVAL = 1.0
 CLAIM_INTERVAL = 5.0
 MAX_RECONNECT_DELAY = 30.0
+DEFAULT_MAX_WAIT = 300.0  # how long catch_up waits for other workers and open transactions
 
 
 class Worker:
@@ -182,7 +183,7 @@ async def catch_up(
     names: Sequence[str] | None = None,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    max_wait: float = 300.0,
+    max_wait: float = DEFAULT_MAX_WAIT,
     max_held_events: int = MAX_HELD_EVENTS,
 ) -> int:
     """Apply every event committed before the call to `names` (all when None); return how many.
