@@ -169,6 +169,30 @@ class BatchIngestor:
         raise Conflict("This is very busy right now; please try again in a moment.")
 
 
+def _split(batch: list[Item], share: int) -> tuple[list[Item], list[Item]]:
+    """About `share` commands of `batch` to go now, and the rest for the next free lane,
+    sharing no member; or all of it and nothing, when its commands are too entangled to split.
+
+    Two lanes of 8 let Python decide one batch while PostgreSQL commits the other; 16
+    closed-loop clients in one batch keep the second lane idle for as long as they keep
+    submitting. A command goes with the part holding its members (now, while that is under
+    `share`, when neither does), so each member's commands stay in one part, in order; a
+    command whose members are in both parts makes the batch go whole (hot accounts: a few
+    members shared by everything).
+    """
+    parts: tuple[list[Item], list[Item]] = ([], [])
+    claimed = (_Claimed(), _Claimed())
+    for item in batch:
+        claims = item[2]
+        now, later = claimed[0].conflicts(claims), claimed[1].conflicts(claims)
+        if now and later:
+            return batch, []
+        side = 0 if now else 1 if later else int(len(parts[0]) >= share)
+        parts[side].append(item)
+        claimed[side].add(claims)
+    return parts
+
+
 def _replayed(result: Result) -> bool:
     return isinstance(result, Outcome) and result.replayed
 
@@ -240,7 +264,9 @@ class CommandBatcher:
     whose members are in a batch in flight waits for it (and so do the commands after it that
     share its members), so concurrent batches do not conflict, every member's commands are
     decided in submission order, and hot members cost no retries. A config change or revert
-    waits for the guild's batches in flight, and the guild's later commands wait for it.
+    waits for the guild's batches in flight, and the guild's later commands wait for it. A
+    batch takes about its lane's share of the commands in the system (in flight and waiting),
+    so a few closed-loop clients fill two lanes evenly instead of one (D13).
 
     With a spool, order survives an outage: once grants have been spooled, every later flush
     first replays the spool and only then appends its own commands. A spooled grant replayed
@@ -259,7 +285,9 @@ class CommandBatcher:
         self.spool = spool
         self.max_batch = max_batch
         self.max_delay = max_delay
+        self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
+        self._flushing_commands = 0  # commands in the batches in flight
         self._flushes: set[asyncio.Task[None]] = set()
         self._waiting: deque[Item] = deque()  # submission order
         self._in_flight = _Claimed()
@@ -294,6 +322,7 @@ class CommandBatcher:
                 except BaseException:
                     self._slots.release()
                     raise
+                self._flushing_commands += len(batch)
                 flush = asyncio.create_task(self._flush(batch))
                 self._flushes.add(flush)
                 flush.add_done_callback(self._flushes.discard)
@@ -320,6 +349,12 @@ class CommandBatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 self._take(batch)
+        # An even share of the work in the system per lane: closed-loop clients would otherwise
+        # settle into whatever split their batches first had (15 and 1, or all 16 in one).
+        share = -(-(len(batch) + self._flushing_commands) // self.concurrency)
+        if len(batch) > share:
+            batch, rest = _split(batch, share)
+            self._waiting.extendleft(reversed(rest))
         for _, _, claims in batch:
             self._in_flight.add(claims)
         return batch
@@ -343,27 +378,32 @@ class CommandBatcher:
         return len(batch) > taken
 
     async def _flush(self, items: list[Item], claimed: bool = True) -> None:
+        # Waiters are answered before the lane is freed, so the clients they wake run (and
+        # submit their next commands) before the batcher wakes to take the next batch: freed
+        # first, it would take only what was already waiting and leave the answered clients'
+        # new commands for a later, smaller batch (closed-loop clients then settle into three
+        # uneven batches instead of two even ones).
         try:
             if self._spool_pending:
                 await self._replay_first()
             results = await self.ingestor.ingest([command for command, _, _ in items])
         except DatabaseUnavailable as exc:
             await self._spool_or_fail(items, exc)
-            return
         except Exception as exc:  # every waiter must hear about a failed flush
             for _, future, _ in items:
                 if not future.done():
                     future.set_exception(exc)
-            return
+        else:
+            for (_, future, _), result in zip(items, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
         finally:
             if claimed:
                 for _, _, claims in items:
                     self._in_flight.remove(claims)
+                self._flushing_commands -= len(items)
                 self._slots.release()
                 self._wake.set()
-        for (_, future, _), result in zip(items, results, strict=True):
-            if not future.done():
-                future.set_result(result)
 
     async def _replay_first(self) -> None:
         """Replay what this batcher spooled before appending anything newer (in order).

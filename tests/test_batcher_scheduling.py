@@ -254,3 +254,53 @@ def test_batches_in_flight_never_share_a_member_and_order_holds(
             exclusive = isinstance(first, cmd.ChangeConfig) or isinstance(later, cmd.ChangeConfig)
             if shared or exclusive:
                 assert position[n] < position[m], (first, later)
+
+
+def test_closed_loop_clients_settle_into_two_even_batches() -> None:
+    """16 clients, each submitting again when answered: two lanes of 8, not one of 16, and
+    back to 8 and 8 after a command held for a member in flight (the answered clients' new
+    commands join it: the lane is freed only after they have been answered)."""
+
+    async def scenario() -> list[int]:
+        ingestor, batcher = start(concurrency=2)
+        runner = asyncio.create_task(batcher.run())
+        numbers = iter(range(10_000))
+
+        async def client(index: int) -> None:
+            # client 0's second command meets client 8's member, in the second batch: held
+            members = [100, 108, 100, 100, 100, 100] if index == 0 else [100 + index] * 6
+            for member in members:
+                await batcher.submit(grant(next(numbers), member))
+
+        clients = [asyncio.create_task(client(i)) for i in range(16)]
+        for n in range(6):
+            await ingestor.wait_started(n + 1)
+            ingestor.release(n)
+        runner.cancel()
+        for task in clients:
+            task.cancel()
+        return [len(batch) for batch in ingestor.batches[:6]]
+
+    assert asyncio.run(scenario()) == [8, 8, 7, 8, 8, 8]
+
+
+def test_a_command_with_members_in_both_halves_keeps_the_batch_whole() -> None:
+    """Sixteen commands on distinct members would go as two batches of 8, but the last one
+    (members 1 and 15) meets both halves: split, member 15's commands would run out of order.
+    Hot accounts (a few members shared by everything) go whole this way too."""
+
+    async def scenario() -> list[list[str]]:
+        ingestor, batcher = start(concurrency=2)
+        commands = [grant(n, member=n + 1) for n in range(15)] + [transfer(15, 1, 15)]
+        waiting = [asyncio.create_task(batcher.submit(c)) for c in commands]
+        runner = asyncio.create_task(batcher.run())
+        await ingestor.wait_started(1)
+        for _ in range(5):  # turns of the loop in which a split-off half would start
+            await asyncio.sleep(0)
+        for index in range(len(ingestor.batches)):
+            ingestor.release(index)
+        await asyncio.wait_for(asyncio.gather(*waiting), DEADLINE)
+        runner.cancel()
+        return [ids(batch) for batch in ingestor.batches]
+
+    assert asyncio.run(scenario()) == [[f"c{n}" for n in range(16)]]
