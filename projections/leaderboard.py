@@ -1,8 +1,9 @@
 """Leaderboard queries: a page of a board, and a member's rank, without scanning the guild.
 
-Tables (sql/012_leaderboards.sql, folded by projectors/leaderboards.py):
+Tables (sql/012_leaderboards.sql and 016, folded by projectors/leaderboards.py):
 
-- `leaderboard_scores (guild_id, board, period, member_id) -> score`, indexed on
+- `leaderboard_scores (guild_id, board, period, member_id) -> score` (board and period as
+  integer codes: `board_code`, `period_code`), indexed on
   `(guild_id, board, period, score, member_id)`. A page is that index read backwards
   (score DESC, member_id DESC), continued with the keyset `(score, member_id) < (s, m)`: the
   top 10 is ten index entries whatever the guild's size.
@@ -37,7 +38,14 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from projections.periods import Board, bucket_top, resolve_period, score_bucket
+from projections.periods import (
+    Board,
+    board_code,
+    bucket_top,
+    period_code,
+    resolve_period,
+    score_bucket,
+)
 
 # One row even for an empty page, so the board's size always comes back.
 PAGE = """
@@ -117,8 +125,8 @@ async def count_above(
         return {}, 0
     params = {
         "guild": guild_id,
-        "board": board,
-        "period": period,
+        "board": board_code(board),
+        "period": period_code(period),
         "scores": list(scores),
         "buckets": [score_bucket(s) for s in scores],
         "tops": [bucket_top(score_bucket(s)) for s in scores],
@@ -151,8 +159,8 @@ async def leaderboard(
     start = after or _TOP
     params = {
         "guild": guild_id,
-        "board": board,
-        "period": key,
+        "board": board_code(board),
+        "period": period_code(key),
         "score": start[0],
         "member": start[1],
         "limit": limit,
@@ -222,7 +230,7 @@ async def rank(
     """The member's rank on a board in a period; None when they have no score there."""
     key = resolve_period(period, at)
     async with pool.connection() as conn:
-        cur = await conn.execute(SCORE, (guild_id, board, key, member_id))
+        cur = await conn.execute(SCORE, (guild_id, board_code(board), period_code(key), member_id))
         row = await cur.fetchone()
         if row is None:
             return None

@@ -4,6 +4,13 @@ Period keys are text that sorts by time within a kind: 'all', 'day:2024-05-01',
 'week:2024-W18' (ISO week, Monday to Sunday), 'month:2024-05'. An event counts in the periods
 containing its `at` (the time the command decided), converted to UTC.
 
+Stored codes: the leaderboard tables key boards and periods by integers (`board_code`,
+`period_code`): a new score row maintains two B-trees led by those columns, and integer keys
+made that insert 45% cheaper than text ones (D24). A period's code is its kind times 10^8 plus
+its date read as a decimal number, so codes still sort by time within a kind and read back at a
+glance: 0 is 'all', 120240501 'day:2024-05-01', 200202418 'week:2024-W18' (ISO year and week),
+300202405 'month:2024-05'.
+
 Buckets: see `score_bucket`. They are part of the stored data (leaderboard_buckets), so changing
 the function needs a rebuild of the leaderboards projector.
 """
@@ -38,7 +45,69 @@ def day_periods(day: int) -> tuple[str, str, str]:
     """The day, week and month period keys of a UTC day ordinal."""
     d = date.fromordinal(day)
     year, week, _ = d.isocalendar()
-    return f"day:{d.isoformat()}", f"week:{year}-W{week:02d}", f"month:{d.year}-{d.month:02d}"
+    return (
+        f"day:{d.isoformat()}",
+        f"week:{year:04d}-W{week:02d}",
+        f"month:{d.year:04d}-{d.month:02d}",
+    )
+
+
+BOARD_CODES: dict[str, int] = {"xp": 1, "lc": 2}
+ALL_TIME_CODE = 0
+_KIND_CODES = {"day": 100_000_000, "week": 200_000_000, "month": 300_000_000}
+
+
+def board_code(board: str) -> int:
+    """The stored code of a board ('xp' 1, 'lc' 2)."""
+    try:
+        return BOARD_CODES[board]
+    except KeyError:
+        raise ValueError(f"unknown board {board!r}: use xp or lc") from None
+
+
+@lru_cache(maxsize=4096)
+def day_period_codes(day: int) -> tuple[int, int, int]:
+    """The stored codes of the day, week and month containing a UTC day ordinal."""
+    d = date.fromordinal(day)
+    year, week, _ = d.isocalendar()
+    return (
+        _KIND_CODES["day"] + d.year * 10_000 + d.month * 100 + d.day,
+        _KIND_CODES["week"] + year * 100 + week,
+        _KIND_CODES["month"] + d.year * 100 + d.month,
+    )
+
+
+def period_code(key: str) -> int:
+    """The stored code of a period key; ValueError for anything that is not one."""
+    if key == ALL_TIME:
+        return ALL_TIME_CODE
+    kind, _, rest = key.partition(":")
+    try:
+        if kind == "day" and len(rest) == 10 and rest[4] == rest[7] == "-":
+            return day_period_codes(date.fromisoformat(rest).toordinal())[0]
+        if kind == "week" and len(rest) == 8 and rest[4:6] == "-W":
+            year, week = int(rest[:4]), int(rest[6:])
+            monday = date.fromisocalendar(year, week, 1)  # refuses week 53 of a 52-week year
+            return day_period_codes(monday.toordinal())[1]
+        if kind == "month" and len(rest) == 7 and rest[4] == "-":
+            return day_period_codes(date(int(rest[:4]), int(rest[5:]), 1).toordinal())[2]
+    except ValueError:
+        pass
+    raise ValueError(f"unknown period {key!r}: use all, day, week, month or a period key")
+
+
+def period_from_code(code: int) -> str:
+    """The period key a stored code stands for (the inverse of `period_code`)."""
+    kind, digits = divmod(code, 100_000_000)
+    if code == ALL_TIME_CODE:
+        return ALL_TIME
+    if kind == 1:
+        return f"day:{digits // 10_000:04d}-{digits // 100 % 100:02d}-{digits % 100:02d}"
+    if kind == 2:
+        return f"week:{digits // 100:04d}-W{digits % 100:02d}"
+    if kind == 3:
+        return f"month:{digits // 100:04d}-{digits % 100:02d}"
+    raise ValueError(f"not a period code: {code}")
 
 
 def period_key(kind: PeriodKind, when: date | datetime | None = None) -> str:
@@ -56,16 +125,12 @@ def period_key(kind: PeriodKind, when: date | datetime | None = None) -> str:
     return day_periods(day)[PERIOD_KINDS.index(kind) - 1]
 
 
-_KEY_PREFIXES = ("day:", "week:", "month:")
-
-
 def resolve_period(period: str, when: date | datetime | None = None) -> str:
     """A period key from a kind ('all', 'day', 'week', 'month', taken at `when`) or a key."""
     if period in PERIOD_KINDS:
         return period_key(period, when)
-    if period.startswith(_KEY_PREFIXES) and len(period) <= 16:
-        return period
-    raise ValueError(f"unknown period {period!r}: use all, day, week, month or a period key")
+    period_code(period)  # a well-formed key, or ValueError
+    return period
 
 
 # Scores below 2**SIGNIFICANT_BITS have a bucket each; above, a bucket spans the scores sharing

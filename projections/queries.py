@@ -20,7 +20,7 @@ from projections.history import HistoryEntry as HistoryEntry
 from projections.history import HistoryPage as HistoryPage
 from projections.history import history as history
 from projections.leaderboard import count_above
-from projections.periods import ALL_TIME
+from projections.periods import ALL_TIME, ALL_TIME_CODE, BOARD_CODES
 
 WarningStatus = Literal["active", "pardoned", "expired"]
 MAX_PAGE = 100
@@ -34,7 +34,7 @@ PROFILE = """
 SELECT l.xp, l.messages, l.voice_seconds, s.score
   FROM levels l
   LEFT JOIN leaderboard_scores s
-    ON s.guild_id = l.guild_id AND s.board = 'xp' AND s.period = %s AND s.member_id = l.member_id
+    ON s.guild_id = l.guild_id AND s.board = %s AND s.period = %s AND s.member_id = l.member_id
  WHERE l.guild_id = %s AND l.member_id = %s
 """
 
@@ -207,7 +207,7 @@ async def balance(pool: AsyncConnectionPool, guild_id: int, member_id: int) -> B
 async def profile(pool: AsyncConnectionPool, guild_id: int, member_id: int) -> Profile | None:
     """XP, level, progress to the next level and all-time XP rank; None before any XP."""
     async with pool.connection() as conn:
-        cur = await conn.execute(PROFILE, (ALL_TIME, guild_id, member_id))
+        cur = await conn.execute(PROFILE, (BOARD_CODES["xp"], ALL_TIME_CODE, guild_id, member_id))
         row = await cur.fetchone()
         if row is None:
             return None

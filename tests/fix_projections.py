@@ -31,7 +31,7 @@ from ledger.service import Ledger
 from ledger.store import EventStore
 from projections import catch_up, verify
 from projections.engine import Engine
-from projections.periods import score_bucket
+from projections.periods import ALL_TIME_CODE, BOARD_CODES, score_bucket
 from projections.projectors import PROJECTORS
 from tests.fix_db import LedgerEnv
 
@@ -273,8 +273,9 @@ def assert_tables_equal_fold(env: LedgerEnv) -> None:
     )
     assert active == {(*k, w.warning_id) for k, s in states.items() for w in s.warnings}
     all_time_xp = env.sql(
-        "SELECT guild_id, member_id, score FROM leaderboard_scores "
-        "WHERE board = 'xp' AND period = 'all'"
+        "SELECT guild_id, member_id, score FROM leaderboard_scores"
+        " WHERE board = %s AND period = %s",
+        (BOARD_CODES["xp"], ALL_TIME_CODE),
     )
     for guild, member, score in all_time_xp:
         assert score == states[(guild, member)].xp

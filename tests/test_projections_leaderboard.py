@@ -15,8 +15,10 @@ from ledger import events as ev
 from projections import catch_up
 from projections.leaderboard import MAX_PAGE_SIZE, count_above, leaderboard, rank
 from projections.periods import (
+    BOARD_CODES,
     bucket_floor,
     bucket_top,
+    period_from_code,
     period_key,
     resolve_period,
     score_bucket,
@@ -85,10 +87,11 @@ def _load_synthetic_guild(env: LedgerEnv, members: int, seed: int) -> None:
 
 def _boards(env: LedgerEnv) -> dict[tuple[str, str], dict[int, int]]:
     boards: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+    names = {code: board for board, code in BOARD_CODES.items()}
     for board, period, member, score in env.sql(
         "SELECT board, period, member_id, score FROM leaderboard_scores WHERE guild_id = %s", (G,)
     ):
-        boards[(board, period)][member] = score
+        boards[(names[board], period_from_code(period))][member] = score
     return boards
 
 

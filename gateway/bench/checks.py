@@ -34,8 +34,8 @@ SELECT count(*) FILTER (WHERE coalesce(b.balance, 0) <> (s.state->>'balance')::i
   LEFT JOIN balances b ON b.guild_id = s.guild_id AND b.member_id = s.stream
   LEFT JOIN levels l ON l.guild_id = s.guild_id AND l.member_id = s.stream
   LEFT JOIN activity_counters a ON a.guild_id = s.guild_id AND a.member_id = s.stream
-  LEFT JOIN leaderboard_scores x
-    ON x.guild_id = s.guild_id AND x.board = 'xp' AND x.period = 'all' AND x.member_id = s.stream
+  LEFT JOIN leaderboard_scores x  -- board 1, period 0: XP of all time (projections/periods.py)
+    ON x.guild_id = s.guild_id AND x.board = 1 AND x.period = 0 AND x.member_id = s.stream
   LEFT JOIN LATERAL (
        SELECT jsonb_object_agg(v.item, v.quantity) AS items FROM inventory v
         WHERE v.guild_id = s.guild_id AND v.member_id = s.stream) AS i ON true

@@ -55,7 +55,7 @@ SELECT (state->>'balance')::int8, (state->>'xp')::int8 FROM streams
 """
 SCORES_ABOVE = """
 SELECT count(*) FROM leaderboard_scores
- WHERE guild_id = %s AND board = 'xp' AND period = 'all' AND score > %s
+ WHERE guild_id = %s AND board = 1 AND period = 0 AND score > %s  -- xp, all time
 """
 
 

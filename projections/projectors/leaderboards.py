@@ -16,7 +16,7 @@ from psycopg import sql
 from ledger import events as ev
 from ledger.member import xp_delta
 from projections.flows import lc_earned
-from projections.periods import ALL_TIME, day_periods, score_bucket, utc_day
+from projections.periods import ALL_TIME_CODE, BOARD_CODES, day_period_codes, score_bucket, utc_day
 from projections.projector import Delivered, Overlay, Projector
 from projections.projectors.wallets import LC_EVENTS
 from projections.tables import Column, Key, Table, TableIO, cols
@@ -25,8 +25,8 @@ SCORES = Table(
     "leaderboard_scores",
     key=(
         Column("guild_id", "int8"),
-        Column("board", "text"),
-        Column("period", "text"),
+        Column("board", "int4"),  # board_code: 1 xp, 2 lc
+        Column("period", "int4"),  # period_code (projections/periods.py)
         Column("member_id", "int8"),
     ),
     values=(Column("score", "int8", "set"),),
@@ -38,8 +38,8 @@ BUCKETS = Table(
     "leaderboard_buckets",
     key=(
         Column("guild_id", "int8"),
-        Column("board", "text"),
-        Column("period", "text"),
+        Column("board", "int4"),
+        Column("period", "int4"),
         Column("bucket", "int8"),
     ),
     values=cols("members"),
@@ -94,7 +94,8 @@ SELECT guild_id, board, period, ledger_score_bucket(score), count(*) FROM {score
  GROUP BY guild_id, board, period, ledger_score_bucket(score)
 """
 
-ScoreKey = tuple[int, str, str, int]
+ScoreKey = tuple[int, int, int, int]  # guild, board code, period code, member
+XP, LC = BOARD_CODES["xp"], BOARD_CODES["lc"]
 XP_EVENTS: frozenset[type[ev.Event]] = frozenset({ev.XpGranted, ev.GamePlayed, ev.Reverted})
 
 
@@ -135,18 +136,18 @@ class LeaderboardsProjector(Projector):
                     acc[2] += earned
                     acc[3] = True
         totals: dict[ScoreKey, int] = {}
-        periods_of: dict[int, tuple[str, ...]] = {}
+        periods_of: dict[int, tuple[int, ...]] = {}
         for (guild, member, day), (xp, xp_changed, earned, earned_changed) in days.items():
             periods = periods_of.get(day)
             if periods is None:
-                periods = periods_of[day] = (ALL_TIME, *day_periods(day))
+                periods = periods_of[day] = (ALL_TIME_CODE, *day_period_codes(day))
             if xp_changed:
                 for period in periods:
-                    key = (guild, "xp", period, member)
+                    key = (guild, XP, period, member)
                     totals[key] = totals.get(key, 0) + xp
             if earned_changed:
                 for period in periods:
-                    key = (guild, "lc", period, member)
+                    key = (guild, LC, period, member)
                     totals[key] = totals.get(key, 0) + earned
         if state.live:  # moved in SQL by `flush`, possibly after several batches
             state.add_deltas(SCORES, totals)
@@ -160,7 +161,7 @@ class LeaderboardsProjector(Projector):
         # Histogram moves are summed here first: a batch moves thousands of members among a few
         # hundred buckets, and a dict update costs a fraction of a `state.add` (a move that nets
         # to zero changes nothing, so it is left out).
-        moves: dict[tuple[int, str, str, int], int] = {}
+        moves: dict[tuple[int, int, int, int], int] = {}
         for key, amount in totals.items():
             row = state.get(SCORES, key)
             score = amount if row is None else row[0] + amount
