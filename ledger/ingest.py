@@ -169,6 +169,12 @@ class BatchIngestor:
         raise Conflict("This is very busy right now; please try again in a moment.")
 
 
+# A batch is split only when its share is at least this many commands: an append's cost is
+# mostly fixed per call, so two appends of a command or two each cost the server nearly twice
+# one (and a quiet guild's few commands keep their order in one transaction).
+MIN_SPLIT = 4
+
+
 def _split(batch: list[Item], share: int) -> tuple[list[Item], list[Item]]:
     """About `share` commands of `batch` to go now, and the rest for the next free lane,
     sharing no member; or all of it and nothing, when its commands are too entangled to split.
@@ -352,7 +358,7 @@ class CommandBatcher:
         # An even share of the work in the system per lane: closed-loop clients would otherwise
         # settle into whatever split their batches first had (15 and 1, or all 16 in one).
         share = -(-(len(batch) + self._flushing_commands) // self.concurrency)
-        if len(batch) > share:
+        if len(batch) > share >= MIN_SPLIT:
             batch, rest = _split(batch, share)
             self._waiting.extendleft(reversed(rest))
         for _, _, claims in batch:

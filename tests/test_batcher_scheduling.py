@@ -304,3 +304,23 @@ def test_a_command_with_members_in_both_halves_keeps_the_batch_whole() -> None:
         return [ids(batch) for batch in ingestor.batches]
 
     assert asyncio.run(scenario()) == [[f"c{n}" for n in range(16)]]
+
+
+def test_a_few_commands_are_not_split() -> None:
+    """Three commands with both lanes free go as one batch: halves of one or two commands
+    would cost two appends' fixed cost for nothing."""
+
+    async def scenario() -> list[list[str]]:
+        ingestor, batcher = start(concurrency=2)
+        waiting = [asyncio.create_task(batcher.submit(grant(n, member=n))) for n in range(3)]
+        runner = asyncio.create_task(batcher.run())
+        await ingestor.wait_started(1)
+        for _ in range(5):  # turns of the loop in which a split-off part would start
+            await asyncio.sleep(0)
+        for index in range(len(ingestor.batches)):
+            ingestor.release(index)
+        await asyncio.wait_for(asyncio.gather(*waiting), DEADLINE)
+        runner.cancel()
+        return [ids(batch) for batch in ingestor.batches]
+
+    assert asyncio.run(scenario()) == [["c0", "c1", "c2"]]
