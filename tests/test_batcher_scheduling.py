@@ -284,35 +284,12 @@ def test_closed_loop_clients_settle_into_two_even_batches() -> None:
     assert asyncio.run(scenario()) == [8, 8, 7, 8, 8, 8]
 
 
-def test_a_command_with_members_in_both_halves_keeps_the_batch_whole() -> None:
-    """Sixteen commands on distinct members would go as two batches of 8, but the last one
-    (members 1 and 15) meets both halves: split, member 15's commands would run out of order.
-    Hot accounts (a few members shared by everything) go whole this way too."""
+def batches_of(commands: list[cmd.AnyCommand]) -> list[list[str]]:
+    """The batches that commands submitted together, with both lanes free, go out as."""
 
     async def scenario() -> list[list[str]]:
         ingestor, batcher = start(concurrency=2)
-        commands = [grant(n, member=n + 1) for n in range(15)] + [transfer(15, 1, 15)]
         waiting = [asyncio.create_task(batcher.submit(c)) for c in commands]
-        runner = asyncio.create_task(batcher.run())
-        await ingestor.wait_started(1)
-        for _ in range(5):  # turns of the loop in which a split-off half would start
-            await asyncio.sleep(0)
-        for index in range(len(ingestor.batches)):
-            ingestor.release(index)
-        await asyncio.wait_for(asyncio.gather(*waiting), DEADLINE)
-        runner.cancel()
-        return [ids(batch) for batch in ingestor.batches]
-
-    assert asyncio.run(scenario()) == [[f"c{n}" for n in range(16)]]
-
-
-def test_a_few_commands_are_not_split() -> None:
-    """Three commands with both lanes free go as one batch: halves of one or two commands
-    would cost two appends' fixed cost for nothing."""
-
-    async def scenario() -> list[list[str]]:
-        ingestor, batcher = start(concurrency=2)
-        waiting = [asyncio.create_task(batcher.submit(grant(n, member=n))) for n in range(3)]
         runner = asyncio.create_task(batcher.run())
         await ingestor.wait_started(1)
         for _ in range(5):  # turns of the loop in which a split-off part would start
@@ -323,4 +300,20 @@ def test_a_few_commands_are_not_split() -> None:
         runner.cancel()
         return [ids(batch) for batch in ingestor.batches]
 
-    assert asyncio.run(scenario()) == [["c0", "c1", "c2"]]
+    return asyncio.run(scenario())
+
+
+def test_a_command_with_members_in_both_halves_keeps_the_batch_whole() -> None:
+    """Sixteen commands on distinct members would go as two batches of 8, but the last one
+    (members 1 and 15) meets both halves: split, member 15's commands would run out of order.
+    Hot accounts (a few members shared by everything) go whole this way too."""
+    commands = [grant(n, member=n + 1) for n in range(15)] + [transfer(15, 1, 15)]
+    assert batches_of(commands) == [[f"c{n}" for n in range(16)]]
+    plain = [grant(n, member=n + 1) for n in range(16)]
+    assert batches_of(plain) == [[f"c{n}" for n in range(8)], [f"c{n}" for n in range(8, 16)]]
+
+
+def test_a_few_commands_are_not_split() -> None:
+    """Three commands with both lanes free go as one batch: halves of one or two commands
+    would cost two appends' fixed cost for nothing."""
+    assert batches_of([grant(n, member=n) for n in range(3)]) == [["c0", "c1", "c2"]]
