@@ -40,18 +40,6 @@ def utc_day(at: datetime) -> int:
     return _EPOCH_ORDINAL + (at - _EPOCH) // _DAY
 
 
-@lru_cache(maxsize=4096)
-def day_periods(day: int) -> tuple[str, str, str]:
-    """The day, week and month period keys of a UTC day ordinal."""
-    d = date.fromordinal(day)
-    year, week, _ = d.isocalendar()
-    return (
-        f"day:{d.isoformat()}",
-        f"week:{year:04d}-W{week:02d}",
-        f"month:{d.year:04d}-{d.month:02d}",
-    )
-
-
 BOARD_CODES: dict[str, int] = {"xp": 1, "lc": 2}
 ALL_TIME_CODE = 0
 _KIND_CODES = {"day": 100_000_000, "week": 200_000_000, "month": 300_000_000}
@@ -108,6 +96,12 @@ def period_from_code(code: int) -> str:
     if kind == 3:
         return f"month:{digits // 100:04d}-{digits % 100:02d}"
     raise ValueError(f"not a period code: {code}")
+
+
+def day_periods(day: int) -> tuple[str, str, str]:
+    """The day, week and month period keys of a UTC day ordinal."""
+    day_code, week_code, month_code = day_period_codes(day)
+    return period_from_code(day_code), period_from_code(week_code), period_from_code(month_code)
 
 
 def period_key(kind: PeriodKind, when: date | datetime | None = None) -> str:

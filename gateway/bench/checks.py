@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ledger.consistency import check_guild
 from projections import verify
+from projections.periods import ALL_TIME_CODE, BOARD_CODES
 
 MEMBERS_AGAINST_STATE = """
 SELECT count(*) FILTER (WHERE coalesce(b.balance, 0) <> (s.state->>'balance')::int8),
@@ -34,8 +35,8 @@ SELECT count(*) FILTER (WHERE coalesce(b.balance, 0) <> (s.state->>'balance')::i
   LEFT JOIN balances b ON b.guild_id = s.guild_id AND b.member_id = s.stream
   LEFT JOIN levels l ON l.guild_id = s.guild_id AND l.member_id = s.stream
   LEFT JOIN activity_counters a ON a.guild_id = s.guild_id AND a.member_id = s.stream
-  LEFT JOIN leaderboard_scores x  -- board 1, period 0: XP of all time (projections/periods.py)
-    ON x.guild_id = s.guild_id AND x.board = 1 AND x.period = 0 AND x.member_id = s.stream
+  LEFT JOIN leaderboard_scores x
+    ON x.guild_id = s.guild_id AND x.board = %s AND x.period = %s AND x.member_id = s.stream
   LEFT JOIN LATERAL (
        SELECT jsonb_object_agg(v.item, v.quantity) AS items FROM inventory v
         WHERE v.guild_id = s.guild_id AND v.member_id = s.stream) AS i ON true
@@ -99,7 +100,9 @@ async def cross_check(pool: AsyncConnectionPool, guild_id: int) -> str:
     problems = []
     async with pool.connection() as conn:
         await conn.execute(ANALYZE_CHECKED)
-        cur = await conn.execute(MEMBERS_AGAINST_STATE, (guild_id,))
+        cur = await conn.execute(
+            MEMBERS_AGAINST_STATE, (BOARD_CODES["xp"], ALL_TIME_CODE, guild_id)
+        )
         row = await cur.fetchone()
         assert row is not None
         *differing, members = row

@@ -33,6 +33,7 @@ from ledger.service import Outcome
 from ledger.store import Checkpoint
 from projections import RebuildReport, catch_up
 from projections.leaderboard import leaderboard, rank
+from projections.periods import ALL_TIME_CODE, BOARD_CODES
 from projections.projectors import PROJECTORS
 from projections.queries import balance, profile
 
@@ -55,7 +56,7 @@ SELECT (state->>'balance')::int8, (state->>'xp')::int8 FROM streams
 """
 SCORES_ABOVE = """
 SELECT count(*) FROM leaderboard_scores
- WHERE guild_id = %s AND board = 1 AND period = 0 AND score > %s  -- xp, all time
+ WHERE guild_id = %s AND board = %s AND period = %s AND score > %s
 """
 
 
@@ -351,7 +352,9 @@ async def _check_answers(
             if state is None or wallet is None or figures is None or place is None:
                 problems.append(f"member {member}: missing")
                 continue
-            cur = await conn.execute(SCORES_ABOVE, (g, place.score))
+            cur = await conn.execute(
+                SCORES_ABOVE, (g, BOARD_CODES["xp"], ALL_TIME_CODE, place.score)
+            )
             above = await cur.fetchone()
             if (wallet.balance, figures.xp) != tuple(state):
                 problems.append(f"member {member}: balance/xp differ from the state row")
