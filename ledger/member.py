@@ -32,13 +32,18 @@ class ActiveWarning(msgspec.Struct, frozen=True):
     expires_at: datetime
 
 
-class MemberState(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a command needs to decide for one member, kept as a state row."""
+class MemberState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Everything a command needs to decide for one member, kept as a state row.
 
-    joined: bool = False
-    balance: int = 0
-    xp: int = 0
-    level: int = 0
+    The stored row leaves out the fields at their defaults (D25): every append writes and the
+    server parses one row per touched member, and most members use few of these fields. The
+    four headline figures have no default, so they are always in the row, for SQL readers.
+    """
+
+    joined: bool
+    balance: int
+    xp: int
+    level: int
     last_message_xp_at: datetime | None = None
     voice_seconds: int = 0
     imported_xp: int = 0
@@ -52,7 +57,7 @@ class MemberState(msgspec.Struct, frozen=True, kw_only=True):
     reverted: frozenset[int] = frozenset()
 
 
-NEW_MEMBER = MemberState()
+NEW_MEMBER = MemberState(joined=False, balance=0, xp=0, level=0)
 
 
 def lc_delta(event: ev.Event) -> int:

@@ -37,8 +37,10 @@ class MemberSummary(msgspec.Struct, frozen=True):
     level: int
 
 
-class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What a command did. `replayed` is true when the id had been seen before."""
+class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a command did. `replayed` is true when the id had been seen before.
+
+    Recorded per command; the record leaves out the fields at their defaults (D25)."""
 
     command_id: str
     value: int = 0

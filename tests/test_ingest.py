@@ -191,7 +191,7 @@ def test_a_config_changed_elsewhere_applies_to_remembered_members(env: LedgerEnv
 
 def test_state_cache_forgets_the_least_recently_written_rows_first() -> None:
     cache = StateCache(max_rows=2)
-    state = MemberState(joined=True)
+    state = MemberState(joined=True, balance=0, xp=0, level=0)
     cache.remember(G, None, {1: 1, 2: 1}, {1: state, 2: state})
     cache.remember(G, None, {1: 2}, {1: state})  # 1 written again: 2 is now the oldest
     cache.remember(G, None, {3: 1, 4: 1}, {3: state})  # 4 has no state row: not kept

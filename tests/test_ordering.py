@@ -86,7 +86,7 @@ def append_raw(conn: psycopg.Connection) -> int:
         streams=[member],
         expected=[0],
         new_versions=[1],
-        states=[encode_json(MemberState(joined=True, balance=25))],
+        states=[encode_json(MemberState(joined=True, balance=25, xp=0, level=0))],
         ev_streams=[member],
         ev_versions=[1],
         ev_types=[ev.event_type(event)],

@@ -56,7 +56,9 @@ def types(decision: Decision) -> list[str]:
 
 def member(balance: int = 25, **changes: object) -> MemberState:
     """A joined member's state with `balance` LC (and any other field overridden)."""
-    return msgspec.structs.replace(MemberState(joined=True, balance=balance), **changes)
+    return msgspec.structs.replace(
+        MemberState(joined=True, balance=balance, xp=0, level=0), **changes
+    )
 
 
 def only(decision: Decision, kind: type[ev.Event]) -> list[ev.Event]:

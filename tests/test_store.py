@@ -79,7 +79,7 @@ def transfer(
 
 
 def joined_state(balance: int = 25) -> str:
-    return encode_json(MemberState(joined=True, balance=balance))
+    return encode_json(MemberState(joined=True, balance=balance, xp=0, level=0))
 
 
 def join_batch(
@@ -420,6 +420,30 @@ def test_state_rows_equal_the_fold_of_each_stream(env: LedgerEnv) -> None:
         recorded = env.run(env.store.stream_events(G, stream))  # type: ignore[arg-type]
         assert [r.version for r in recorded] == list(range(1, version + 1))  # type: ignore[operator]
         assert fold([r.event for r in recorded]) == decode_state(state)  # type: ignore[arg-type]
+
+
+def test_stored_rows_leave_out_default_fields_but_keep_the_headline_figures(
+    env: LedgerEnv,
+) -> None:
+    """D25: state rows and command records omit fields at their defaults; a state row always
+    carries joined, balance, xp and level (balance 0 included), and a full row of the earlier
+    form still decodes to the same state."""
+    first = execute(env, transfer(1, 2, 25))  # member 1 is left with 0 LC
+    rows = dict(env.sql("SELECT stream, state FROM streams WHERE stream > 0"))
+    assert rows[1] == {"joined": True, "balance": 0, "xp": 0, "level": 0}
+    assert rows[2] == {"joined": True, "balance": 50, "xp": 0, "level": 0}
+    [(result,)] = env.sql("SELECT result FROM commands WHERE command_id = %s", (first.command_id,))
+    assert set(result) == {"command_id", "value", "events", "members"}  # type: ignore[arg-type]
+    again = execute(env, transfer(1, 2, 25, command_id=first.command_id))
+    assert msgspec.structs.replace(again, replayed=False, positions=[]) == (
+        msgspec.structs.replace(first, positions=[])
+    )
+    earlier_form = (
+        '{"xp": 0, "items": {}, "level": 0, "joined": true, "balance": 43, "invited": false,'
+        ' "reverted": [], "warnings": [], "daily_day": 0, "reactions": {}, "multiplier": null,'
+        ' "imported_xp": 0, "daily_streak": 0, "voice_seconds": 0, "last_message_xp_at": null}'
+    )
+    assert decode_state(earlier_form) == MemberState(joined=True, balance=43, xp=0, level=0)
 
 
 def test_read_delivers_every_committed_event_once_in_tx_position_order(env: LedgerEnv) -> None:

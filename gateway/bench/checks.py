@@ -28,7 +28,7 @@ SELECT count(*) FILTER (WHERE coalesce(b.balance, 0) <> (s.state->>'balance')::i
        count(*) FILTER (WHERE coalesce(l.xp, 0) <> (s.state->>'xp')::int8
                            OR coalesce(l.level, 0) <> (s.state->>'level')::int8),
        count(*) FILTER (WHERE coalesce(x.score, 0) <> (s.state->>'xp')::int8),
-       count(*) FILTER (WHERE coalesce(i.items, '{}') <> s.state->'items'),
+       count(*) FILTER (WHERE coalesce(i.items, '{}') <> coalesce(s.state->'items', '{}')),
        count(*) FILTER (WHERE coalesce(a.messages, 0) <> coalesce(l.messages, 0)),
        count(*)
   FROM streams s
