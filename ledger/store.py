@@ -25,6 +25,7 @@ from ledger import events as ev
 from ledger.errors import Conflict, DatabaseUnavailable
 from ledger.guild_config import DEFAULT_CONFIG, GuildConfig
 from ledger.member import MemberState, decode_state
+from ledger.pgarrays import Int2s, Int8s, Texts
 
 NOTIFY_CHANNEL = "ledger_events"
 CONFIG_STREAM = 0
@@ -84,22 +85,22 @@ def append_params(batch: AppendBatch) -> tuple[Any, ...]:
     """The parameters of `APPEND` for `batch`, in the function's order."""
     return (
         batch.guild_id,
-        batch.command_ids,
-        batch.results,
-        batch.streams,
-        batch.expected,
-        batch.new_versions,
-        batch.states,
-        batch.ev_streams,
-        batch.ev_versions,
-        batch.ev_types,
-        batch.ev_schemas,
-        batch.ev_data,
-        batch.ev_meta,
+        Texts(batch.command_ids),
+        Texts(batch.results),
+        Int8s(batch.streams),
+        Int8s(batch.expected),
+        Int8s(batch.new_versions),
+        Texts(batch.states),
+        Int8s(batch.ev_streams),
+        Int8s(batch.ev_versions),
+        Texts(batch.ev_types),
+        Int2s(batch.ev_schemas),
+        Texts(batch.ev_data),
+        Texts(batch.ev_meta),
         batch.guild_id,  # again, for the read checks
-        batch.read_streams,
-        batch.read_versions,
-        batch.unseen_ids,
+        Int8s(batch.read_streams),
+        Int8s(batch.read_versions),
+        Texts(batch.unseen_ids),
     )
 
 
@@ -112,7 +113,8 @@ SELECT 1, NULL, stream, version, state::text
 """
 
 # Binary parameters (%b): text-format arrays would make the driver escape every quote of
-# every JSON payload, which cost more CPU than everything else on the append path.
+# every JSON payload, which cost more CPU than everything else on the append path. The arrays
+# are packed by `ledger.pgarrays` (one known element type each).
 APPEND = """
 SELECT ledger_check_reads(
     ledger_append(
