@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -218,43 +218,55 @@ def _claims(command: cmd.AnyCommand) -> frozenset[tuple[int, int]]:
 
 
 class _Claimed:
-    """Streams claimed by batches in flight (or by commands held back), counted."""
+    """Streams claimed by batches in flight (or by commands held back), counted.
+
+    Plain dicts holding only positive counts (a Counter's missing-key lookups and deletes
+    run Python code: this is on the path of every command)."""
 
     def __init__(self) -> None:
-        self.streams: Counter[tuple[int, int]] = Counter()
-        self.guilds: Counter[int] = Counter()  # claims of any kind per guild
-        self.whole: Counter[int] = Counter()  # whole-guild claims per guild
+        self.streams: dict[tuple[int, int], int] = {}
+        self.guilds: dict[int, int] = {}  # claims of any kind per guild
+        self.whole: dict[int, int] = {}  # whole-guild claims per guild
 
     def conflicts(self, claims: frozenset[tuple[int, int]]) -> bool:
-        for guild, stream in claims:
+        for key in claims:
+            guild, stream = key
             if stream == _WHOLE_GUILD:
-                if self.guilds[guild]:
+                if guild in self.guilds:
                     return True
-            elif self.streams[(guild, stream)] or self.whole[guild]:
+            elif key in self.streams or guild in self.whole:
                 return True
         return False
 
     def add(self, claims: frozenset[tuple[int, int]]) -> None:
-        for guild, stream in claims:
-            self.guilds[guild] += 1
+        for key in claims:
+            guild, stream = key
+            _increment(self.guilds, guild)
             if stream == _WHOLE_GUILD:
-                self.whole[guild] += 1
+                _increment(self.whole, guild)
             else:
-                self.streams[(guild, stream)] += 1
+                _increment(self.streams, key)
 
     def remove(self, claims: frozenset[tuple[int, int]]) -> None:
-        for guild, stream in claims:
+        for key in claims:
+            guild, stream = key
             _decrement(self.guilds, guild)
             if stream == _WHOLE_GUILD:
                 _decrement(self.whole, guild)
             else:
-                _decrement(self.streams, (guild, stream))
+                _decrement(self.streams, key)
 
 
-def _decrement(counter: Counter[Any], key: object) -> None:
-    counter[key] -= 1
-    if not counter[key]:
-        del counter[key]
+def _increment(counts: dict[Any, int], key: object) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _decrement(counts: dict[Any, int], key: object) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 class CommandBatcher:
