@@ -160,9 +160,13 @@ async def bench(args: argparse.Namespace, settings: Settings) -> int:
         def say(text: str) -> None:
             print(text, file=sys.stderr)
 
-        report = await run_bench(url, data_dir, quick=args.quick, only=only, say=say)
-        if not settings.database_url:
-            EmbeddedPostgres(Path(scratch)).stop()
+        try:
+            report = await run_bench(url, data_dir, quick=args.quick, only=only, say=say)
+        finally:
+            # Also when a workload fails: a server left running on the removed scratch
+            # directory would keep its disk space until killed.
+            if not settings.database_url:
+                EmbeddedPostgres(Path(scratch)).stop()
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:

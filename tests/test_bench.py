@@ -3,14 +3,18 @@ invariants hold afterwards. A smoke test: no timing is asserted."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from gateway import cli_commands
 from gateway.bench.checks import joined, reported
 from gateway.cli import main
+from ledger.database import Settings
 from tests.fix_db import LedgerEnv
 
 WORKLOADS = {"P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"}
@@ -54,3 +58,34 @@ def test_a_check_the_database_cuts_short_fails_the_check_not_the_run() -> None:
         outcome == "could not check (QueryCanceled: canceling statement due to statement timeout)"
     )
     assert joined({"state rows": outcome}).startswith("state rows: could not check")
+
+
+def test_a_failing_bench_stops_its_private_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The private server lives in a scratch directory removed at the end: a workload that
+    fails must not leave it running on the removed directory (holding its disk space)."""
+    calls: list[str] = []
+
+    class Server:
+        def __init__(self, root: Path) -> None:
+            self.root = root
+
+        def start(self) -> str:
+            calls.append("start")
+            return "postgresql://unused"
+
+        def stop(self) -> None:
+            calls.append("stop")
+
+    async def failing_run(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("pgbench failed: No space left on device")
+
+    monkeypatch.setattr(cli_commands, "EmbeddedPostgres", Server)
+    monkeypatch.setattr(cli_commands, "run_bench", failing_run)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    settings = Settings(database_url=None, data_dir=tmp_path)
+    args = argparse.Namespace(only="P1", quick=True, json=False, markdown=None)
+    with pytest.raises(RuntimeError, match="No space left"):
+        asyncio.run(cli_commands.bench(args, settings))
+    assert calls == ["start", "stop"]
