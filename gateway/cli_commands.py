@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from gateway.bench.baselines import BaselineFailed
 from gateway.bench.runner import render_markdown, render_text, run_bench
 from gateway.progress import Progress
 from gateway.simulation import SimulationConfig, simulate
@@ -162,6 +163,9 @@ async def bench(args: argparse.Namespace, settings: Settings) -> int:
 
         try:
             report = await run_bench(url, data_dir, quick=args.quick, only=only, say=say)
+        except BaselineFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         finally:
             # Also when a workload fails: a server left running on the removed scratch
             # directory would keep its disk space until killed.

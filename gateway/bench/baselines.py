@@ -43,6 +43,10 @@ SELECT 1, :s::bigint * 1000 + g, 1, 'xp_granted', '{"type":"xp_granted","member_
 _TPS = re.compile(r"tps = ([0-9.]+)")
 
 
+class BaselineFailed(RuntimeError):
+    """A baseline tool (pgbench) failed: the run cannot be compared, so it stops."""
+
+
 def pgbench(url: str, script: str, clients: int, seconds: float) -> float:
     """Transactions per second of `script` run by `clients` pgbench clients."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -63,10 +67,10 @@ def pgbench(url: str, script: str, clients: int, seconds: float) -> float:
     finally:
         os.unlink(handle.name)
     if out.returncode != 0:
-        raise RuntimeError(f"pgbench failed: {out.stderr.strip()[-500:]}")
+        raise BaselineFailed(f"pgbench failed: {out.stderr.strip()[-500:]}")
     match = _TPS.search(out.stdout)
     if not match:
-        raise RuntimeError(f"pgbench printed no tps: {out.stdout[-300:]} {out.stderr[-300:]}")
+        raise BaselineFailed(f"pgbench printed no tps: {out.stdout[-300:]} {out.stderr[-300:]}")
     return float(match[1])
 
 
