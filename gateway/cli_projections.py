@@ -110,8 +110,9 @@ async def project(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    # each worker holds three connections (leases and reads, read-ahead, a second lane: D14)
-    async with app_services(settings, max_connections=3 * args.workers + 4) as services:
+    # each worker holds four connections (leases and reads, read-ahead, a second lane: D14, and
+    # a writer for a backlog's write-behind: D26)
+    async with app_services(settings, max_connections=4 * args.workers + 4) as services:
         health = await start_health(services, args.health_port)
         print(f"projecting ({args.workers} worker(s)); Ctrl-C to stop", file=sys.stderr)
         try:
@@ -128,7 +129,7 @@ async def project(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _project_once(names: list[str] | None, max_wait: float, settings: Settings) -> int:
     """Catch the projectors up to the last committed event and exit (workers may be running)."""
-    async with app_services(settings, max_connections=4) as services:
+    async with app_services(settings, max_connections=5) as services:
         began = time.monotonic()
         try:
             applied = await catch_up(services.pool, names, max_wait=max_wait)

@@ -74,6 +74,8 @@ class Overlay:
         self.appended: dict[str, list[tuple[object, ...]]] = {}
         # Amounts to add to a state table's rows, written by the projector's own `flush`.
         self.deltas: dict[str, dict[Key, int]] = {}
+        # False for a projector that declared it never reads its tables (`reads_tables`).
+        self.may_load = True
         self.clear()
 
     def clear(self) -> None:
@@ -97,6 +99,8 @@ class Overlay:
 
     async def load(self, table: Table, keys: Iterable[Key]) -> None:
         """Read the stored rows at `keys` that are not in the overlay yet (absent -> None)."""
+        if not self.may_load:
+            raise RuntimeError(f"{table.name}: a projector declared reads_tables=False, then read")
         rows, base = self.rows[table.name], self.base[table.name]
         missing = {k for k in keys if k not in rows}
         if not missing:
@@ -277,6 +281,11 @@ class Projector(abc.ABC):
     member_local: ClassVar[bool] = True
     # Rough cost of a batch relative to the others, to spread projectors over connections.
     weight: ClassVar[int] = 1
+    # False when the live fold never loads a row (`Overlay.load`): it only adds counters and
+    # deltas, so its result does not depend on what is stored, and the engine may write a held
+    # overlay while the next batches are folded (`projections.engine`). A live overlay of such a
+    # projector refuses `load`, so a wrong declaration fails loudly instead of folding stale rows.
+    reads_tables: ClassVar[bool] = True
 
     @classmethod
     def type_names(cls) -> frozenset[str]:

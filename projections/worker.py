@@ -50,12 +50,19 @@ class Worker:
         reader: psycopg.AsyncConnection[Any] | None = None,
         lanes: Sequence[psycopg.AsyncConnection[Any]] = (),
         max_held_events: int = MAX_HELD_EVENTS,
+        writer: psycopg.AsyncConnection[Any] | None = None,
     ) -> None:
         self.conn = conn
-        self.lanes = list(lanes)
+        self.lanes = [*lanes, *([writer] if writer is not None else [])]  # staging tables
         self.wanted = list(projectors)
         self.engine = Engine(
-            conn, batch_size, raise_errors, reader, lanes, max_held_events=max_held_events
+            conn,
+            batch_size,
+            raise_errors,
+            reader,
+            lanes,
+            max_held_events=max_held_events,
+            writer=writer,
         )
         self.held: set[str] = set()
 
@@ -145,8 +152,9 @@ async def run_workers(
     over from workers that died. On a backlog it folds up to `max_held_events` events before
     writing them (see `projections.engine`). Losing the database connection is survived: it
     reconnects with backoff and claims again. A projector that fails on a batch backs off
-    alone. Run several calls (tasks or processes) for more workers; each holds three pooled
-    connections (leases and reads ahead; a second lane applies projectors concurrently).
+    alone. Run several calls (tasks or processes) for more workers; each holds four pooled
+    connections (leases; reads ahead; a second lane applies projectors concurrently; a writer
+    writes a backlog's counters and deltas while the next batches fold).
     """
     projectors = select(names)
     stop = stop or asyncio.Event()
@@ -157,10 +165,11 @@ async def run_workers(
                 pool.connection() as conn,
                 pool.connection() as reader,
                 pool.connection() as lane,
+                pool.connection() as writer,
             ):
                 worker = Worker(
                     conn, projectors, batch_size, reader=reader, lanes=[lane],
-                    max_held_events=max_held_events,
+                    max_held_events=max_held_events, writer=writer,
                 )  # fmt: skip
                 try:
                     await worker.run(stop, poll_interval)
@@ -200,10 +209,11 @@ async def catch_up(
         pool.connection() as conn,
         pool.connection() as reader,
         pool.connection() as lane,
+        pool.connection() as writer,
     ):
         worker = Worker(
             conn, projectors, batch_size, raise_errors=True, reader=reader, lanes=[lane],
-            max_held_events=max_held_events,
+            max_held_events=max_held_events, writer=writer,
         )  # fmt: skip
         try:
             target = await last_committed(conn)

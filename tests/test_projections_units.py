@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from datetime import UTC, datetime
 
@@ -112,6 +113,15 @@ def test_overlay_size_counts_a_delta_as_half_a_row() -> None:
     state.put(SCORES, (1, "xp", "all", 99), (7,))
     state.add(BUCKETS, (1, "xp", "all", 7), (1,))
     assert state.size() == 7
+
+
+def test_an_overlay_that_may_not_load_refuses_to() -> None:
+    # The engine's live overlays for projectors declaring `reads_tables = False`: their held
+    # stretches are written behind, so a load could read rows not written yet.
+    state = Overlay((SCORES, BUCKETS), None, live=True)
+    state.may_load = False
+    with pytest.raises(RuntimeError, match="reads_tables"):
+        asyncio.run(state.load(SCORES, [(1, 1, 0, 5)]))
 
 
 def test_the_collector_pause_leaves_the_collector_as_it_found_it() -> None:

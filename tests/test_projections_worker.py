@@ -20,6 +20,7 @@ from projections import engine as engine_module
 from projections import worker as worker_module
 from projections.engine import Engine
 from projections.log import after, current_version_sql, last_below_horizon
+from projections.projector import Projector
 from projections.projectors import PROJECTORS
 from tests.fix_db import LedgerEnv
 from tests.fix_projections import (
@@ -341,6 +342,73 @@ def test_a_failure_drops_what_was_held_and_writes_nothing(
     with pytest.raises(RuntimeError, match="third batch"):
         env.run(catch_up(env.store.pool, ["wallets"], batch_size=10))
     # the two batches folded before it were held, not written
+    assert env.sql("SELECT position FROM projector_checkpoints WHERE projector = 'wallets'") == [
+        (0,)
+    ]
+    assert env.sql("SELECT count(*) FROM balances") == [(0,)]
+    monkeypatch.undo()
+    project(env)
+    assert_tables_equal_fold(env)
+
+
+def _hold_the_first_write_behind_open(
+    monkeypatch: pytest.MonkeyPatch, fail: bool = False
+) -> list[str]:
+    """Make the first write handed behind wait until a batch has been folded since (then fail
+    it if `fail`); return the order of hand-offs and folds."""
+    order: list[str] = []
+    folded_meanwhile = asyncio.Event()
+    real_fold = Projector.fold
+    real_write = engine_module.Engine._write_on_writer
+
+    async def fold(self: Any, batch: Any, state: Any) -> None:
+        if "write handed" in order:
+            folded_meanwhile.set()
+        order.append("fold")
+        await real_fold(self, batch, state)
+
+    async def held_open(write: Any) -> None:
+        await asyncio.wait_for(folded_meanwhile.wait(), timeout=60)
+        if fail:
+            write.close()
+            raise RuntimeError("the first write failed")
+        await write
+
+    def write_on_writer(self: Any, *args: Any) -> Any:
+        order.append("write handed")
+        write = real_write(self, *args)
+        return held_open(write) if order.count("write handed") == 1 else write
+
+    monkeypatch.setattr(Projector, "fold", fold)
+    monkeypatch.setattr(engine_module.Engine, "_write_on_writer", write_on_writer)
+    return order
+
+
+def test_a_write_the_bound_forces_goes_on_beside_the_next_folds(
+    traffic_env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = traffic_env
+    writes = _count_writes(monkeypatch)
+    order = _hold_the_first_write_behind_open(monkeypatch)
+    env.run(catch_up(env.store.pool, batch_size=10, max_held_events=40))
+    # the first write forced by the bound was finished only after the next batch was folded
+    assert "fold" in order[order.index("write handed") :]
+    wallets = env.sql("SELECT count(*) FROM events WHERE type = ANY(%s)", (list(
+        PROJECTORS["wallets"].type_names()),))[0][0]  # fmt: skip
+    assert sum(n for name, n in writes if name == "wallets") == wallets
+    assert len(writes) > 2 * len(PROJECTORS)
+    assert_tables_equal_fold(env)
+
+
+def test_a_failed_write_behind_drops_what_was_folded_after_it(
+    traffic_env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = traffic_env
+    order = _hold_the_first_write_behind_open(monkeypatch, fail=True)
+    with pytest.raises(RuntimeError, match="first write failed"):
+        env.run(catch_up(env.store.pool, ["wallets"], batch_size=10, max_held_events=40))
+    assert "fold" in order[order.index("write handed") :]  # folded on beside it
+    # neither the failed stretch nor anything folded after it was written
     assert env.sql("SELECT position FROM projector_checkpoints WHERE projector = 'wallets'") == [
         (0,)
     ]

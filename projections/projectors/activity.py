@@ -84,6 +84,7 @@ class ActivityProjector(Projector):
     """Counters are merged without reading: sums per member per batch, added on write."""
 
     name = "activity"
+    reads_tables = False  # counters only
     handles = frozenset(
         {
             ev.MemberJoined,

@@ -106,6 +106,7 @@ class LeaderboardsProjector(Projector):
     weight = 5  # eight score rows per event (two boards x four periods) and a histogram
     handles = LC_EVENTS | XP_EVENTS
     tables = (SCORES, BUCKETS)
+    reads_tables = False  # live batches keep score deltas, moved in SQL by `flush`
 
     async def apply(self, batch: Sequence[Delivered], state: Overlay) -> None:
         """Fold the batch's XP and LC-earned changes into every period they fall in."""

@@ -37,6 +37,7 @@ class WalletsProjector(Projector):
 
     name = "wallets"
     handles = LC_EVENTS
+    reads_tables = False  # balances are counters: every event adds
     tables = (BALANCES,)
 
     async def apply(self, batch: Sequence[Delivered], state: Overlay) -> None:
