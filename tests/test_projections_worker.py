@@ -297,6 +297,25 @@ def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     return writes
 
 
+def _events_handled_by(env: LedgerEnv, name: str) -> int:
+    types = list(PROJECTORS[name].type_names())
+    (count,) = env.sql("SELECT count(*) FROM events WHERE type = ANY(%s)", (types,))[0]
+    return int(count)  # type: ignore[call-overload]
+
+
+def _assert_wallets_wrote_nothing_and_then_recover(
+    env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed catch-up: no checkpoint move, no row; unpatched, it catches up right."""
+    assert env.sql("SELECT position FROM projector_checkpoints WHERE projector = 'wallets'") == [
+        (0,)
+    ]
+    assert env.sql("SELECT count(*) FROM balances") == [(0,)]
+    monkeypatch.undo()
+    project(env)
+    assert_tables_equal_fold(env)
+
+
 def test_a_backlog_is_folded_in_stretches_and_written_once_per_stretch(
     traffic_env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -307,8 +326,7 @@ def test_a_backlog_is_folded_in_stretches_and_written_once_per_stretch(
     assert_tables_equal_fold(env)
     # the whole backlog in one write per projector
     assert sorted(name for name, _ in writes) == sorted(PROJECTORS)
-    wallets = env.sql("SELECT count(*) FROM events WHERE type = ANY(%s)", (list(
-        PROJECTORS["wallets"].type_names()),))[0][0]  # fmt: skip
+    wallets = _events_handled_by(env, "wallets")
     assert dict(writes)["wallets"] == wallets
     # held in stretches of at most 40 events: several writes, same tables
     env.sql(
@@ -342,13 +360,7 @@ def test_a_failure_drops_what_was_held_and_writes_nothing(
     with pytest.raises(RuntimeError, match="third batch"):
         env.run(catch_up(env.store.pool, ["wallets"], batch_size=10))
     # the two batches folded before it were held, not written
-    assert env.sql("SELECT position FROM projector_checkpoints WHERE projector = 'wallets'") == [
-        (0,)
-    ]
-    assert env.sql("SELECT count(*) FROM balances") == [(0,)]
-    monkeypatch.undo()
-    project(env)
-    assert_tables_equal_fold(env)
+    _assert_wallets_wrote_nothing_and_then_recover(env, monkeypatch)
 
 
 def _hold_the_first_write_behind_open(
@@ -393,8 +405,7 @@ def test_a_write_the_bound_forces_goes_on_beside_the_next_folds(
     env.run(catch_up(env.store.pool, batch_size=10, max_held_events=40))
     # the first write forced by the bound was finished only after the next batch was folded
     assert "fold" in order[order.index("write handed") :]
-    wallets = env.sql("SELECT count(*) FROM events WHERE type = ANY(%s)", (list(
-        PROJECTORS["wallets"].type_names()),))[0][0]  # fmt: skip
+    wallets = _events_handled_by(env, "wallets")
     assert sum(n for name, n in writes if name == "wallets") == wallets
     assert len(writes) > 2 * len(PROJECTORS)
     assert_tables_equal_fold(env)
@@ -409,13 +420,7 @@ def test_a_failed_write_behind_drops_what_was_folded_after_it(
         env.run(catch_up(env.store.pool, ["wallets"], batch_size=10, max_held_events=40))
     assert "fold" in order[order.index("write handed") :]  # folded on beside it
     # neither the failed stretch nor anything folded after it was written
-    assert env.sql("SELECT position FROM projector_checkpoints WHERE projector = 'wallets'") == [
-        (0,)
-    ]
-    assert env.sql("SELECT count(*) FROM balances") == [(0,)]
-    monkeypatch.undo()
-    project(env)
-    assert_tables_equal_fold(env)
+    _assert_wallets_wrote_nothing_and_then_recover(env, monkeypatch)
 
 
 def test_a_backlog_that_ends_on_a_full_batch_is_written(
