@@ -8,10 +8,11 @@ import contextlib
 import hashlib
 import json
 import random
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,13 +163,17 @@ async def bench(args: argparse.Namespace, settings: Settings) -> int:
             print(text, file=sys.stderr)
 
         try:
-            report = await run_bench(url, data_dir, quick=args.quick, only=only, say=say)
+            with _cancelled_by_sigterm():
+                report = await run_bench(url, data_dir, quick=args.quick, only=only, say=say)
         except BaselineFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except asyncio.CancelledError:
+            print("bench: stopped", file=sys.stderr)
+            return 128 + signal.SIGTERM
         finally:
-            # Also when a workload fails: a server left running on the removed scratch
-            # directory would keep its disk space until killed.
+            # Also when a workload fails or the run is stopped (Ctrl-C, SIGTERM): a server
+            # left running on the removed scratch directory would keep its disk space.
             if not settings.database_url:
                 EmbeddedPostgres(Path(scratch)).stop()
     if args.json:
@@ -179,6 +184,25 @@ async def bench(args: argparse.Namespace, settings: Settings) -> int:
         command = "uv run --group bench ledger bench" + (" --quick" if args.quick else "")
         await asyncio.to_thread(Path(args.markdown).write_text, render_markdown(report, command))
     return 0
+
+
+@contextlib.contextmanager
+def _cancelled_by_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into a cancellation of the running task, so that cleanup runs as on Ctrl-C
+    (by default SIGTERM ends the process at once)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    handled = True
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except NotImplementedError:  # no loop signal handlers on this platform
+        handled = False
+    try:
+        yield
+    finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 HANDLERS: dict[str, Handler] = {"demo": demo, "bench": bench}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import psycopg
@@ -61,12 +63,8 @@ def test_a_check_the_database_cuts_short_fails_the_check_not_the_run() -> None:
     assert joined({"state rows": outcome}).startswith("state rows: could not check")
 
 
-def test_a_failing_bench_stops_its_private_server(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The private server lives in a scratch directory removed at the end: a workload that
-    fails must not leave it running on the removed directory (holding its disk space). A
-    failed baseline tool is an error line and exit code 1, not a traceback."""
+def _fake_private_server(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace the bench's embedded server with one that records its starts and stops."""
     calls: list[str] = []
 
     class Server:
@@ -80,13 +78,49 @@ def test_a_failing_bench_stops_its_private_server(
         def stop(self) -> None:
             calls.append("stop")
 
+    monkeypatch.setattr(cli_commands, "EmbeddedPostgres", Server)
+    return calls
+
+
+def test_a_failing_bench_stops_its_private_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The private server lives in a scratch directory removed at the end: a workload that
+    fails must not leave it running on the removed directory (holding its disk space). A
+    failed baseline tool is an error line and exit code 1, not a traceback."""
+    calls = _fake_private_server(monkeypatch)
+
     async def failing_run(*args: object, **kwargs: object) -> None:
         raise BaselineFailed("pgbench failed: No space left on device")
 
-    monkeypatch.setattr(cli_commands, "EmbeddedPostgres", Server)
     monkeypatch.setattr(cli_commands, "run_bench", failing_run)
     settings = Settings(database_url=None, data_dir=tmp_path)
     args = argparse.Namespace(only="P1", quick=True, json=False, markdown=None)
     assert asyncio.run(cli_commands.bench(args, settings)) == 1
     assert calls == ["start", "stop"]
     assert "error: pgbench failed: No space left on device" in capsys.readouterr().err
+
+
+def test_a_terminated_bench_stops_its_private_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM (a CI timeout, `kill`) stops the private server as Ctrl-C does."""
+    calls = _fake_private_server(monkeypatch)
+
+    async def terminated_run(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.Event().wait()  # until the signal cancels it
+
+    def not_handled(signum: int, frame: object) -> None:
+        raise RuntimeError("SIGTERM reached the default handling: no cleanup")
+
+    previous = signal.signal(signal.SIGTERM, not_handled)
+    try:
+        monkeypatch.setattr(cli_commands, "run_bench", terminated_run)
+        settings = Settings(database_url=None, data_dir=tmp_path)
+        args = argparse.Namespace(only="P1", quick=True, json=False, markdown=None)
+        assert asyncio.run(cli_commands.bench(args, settings)) == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert calls == ["start", "stop"]
+    assert "bench: stopped" in capsys.readouterr().err
