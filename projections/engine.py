@@ -276,12 +276,10 @@ class Engine:
     async def _write_on_writer(
         self, projector: Projector, state: Overlay, start: Checkpoint, end: Checkpoint, events: int
     ) -> None:
-        """`_write`'s transaction, for a write-behind (its outcome is taken by `_settle`)."""
-        writer = self.writer
-        assert writer is not None
-        async with self._writer_turn, writer.conn.transaction():
-            await checkpoints.advance(writer.conn, projector.name, start, end, events)
-            await projector.flush(state, writer)
+        """A write-behind: `_commit` on the writer, in turn (its outcome is taken by `_settle`)."""
+        assert self.writer is not None
+        async with self._writer_turn:
+            await self._commit(self.writer, projector, state, start, end, events)
 
     async def _settle(self, running: Running) -> bool:
         """Wait for the projector's write in flight, if any; False when it failed (what was
@@ -290,20 +288,11 @@ class Engine:
         if task is None or end is None:
             return True
         running.writing = running.writing_to = None
-        writer = self.writer
-        assert writer is not None
+        assert self.writer is not None
         try:
             await task
-        except checkpoints.CheckpointMoved:
-            writer.forget_stages()
-            log.info(
-                "projector %s: checkpoint moved under a write; reloading", running.projector.name
-            )
-            await self.reload(running.projector.name, writer.conn)
-            return False
         except Exception as error:
-            running.drop_held()
-            self._failed(running, writer, error)
+            await self._write_failed(running, self.writer, error)
             return False
         running.checkpoint = end
         running.failures = 0
@@ -324,26 +313,43 @@ class Engine:
         projector, state, end = running.projector, running.held, running.held_to
         assert state is not None and end is not None
         try:
-            async with io.conn.transaction():
-                # First: the compare-and-set, which also locks the checkpoint row, so a
-                # rebuild's swap and this write never interleave.
-                await checkpoints.advance(
-                    io.conn, projector.name, running.checkpoint, end, running.held_events
-                )
-                if running.held_events:
-                    await projector.flush(state, io)
-        except checkpoints.CheckpointMoved:
-            io.forget_stages()
-            log.info("projector %s: checkpoint moved under the batch; reloading", projector.name)
-            await self.reload(projector.name, io.conn)
-            return
+            await self._commit(io, projector, state, running.checkpoint, end, running.held_events)
         except Exception as error:
-            running.drop_held()
-            self._failed(running, io, error)
+            await self._write_failed(running, io, error)
             return
         running.checkpoint = end
         running.drop_held()
         running.failures = 0
+
+    @staticmethod
+    async def _commit(
+        io: TableIO,
+        projector: Projector,
+        state: Overlay,
+        start: Checkpoint,
+        end: Checkpoint,
+        events: int,
+    ) -> None:
+        """Move the checkpoint from `start` to `end` and write `state`, in one transaction."""
+        async with io.conn.transaction():
+            # First: the compare-and-set, which also locks the checkpoint row, so a rebuild's
+            # swap and this write never interleave.
+            await checkpoints.advance(io.conn, projector.name, start, end, events)
+            if events:
+                await projector.flush(state, io)
+
+    async def _write_failed(self, running: Running, io: TableIO, error: Exception) -> None:
+        """After a failed write: reload a checkpoint that moved under it; else back off. Either
+        way what was held is dropped, to be folded again."""
+        if isinstance(error, checkpoints.CheckpointMoved):
+            io.forget_stages()
+            log.info(
+                "projector %s: checkpoint moved under a write; reloading", running.projector.name
+            )
+            await self.reload(running.projector.name, io.conn)
+            return
+        running.drop_held()
+        self._failed(running, io, error)
 
     def _failed(self, running: Running, io: TableIO, error: Exception) -> None:
         """Back the projector off after an error (or raise it, when asked to)."""
