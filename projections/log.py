@@ -220,7 +220,7 @@ async def read_member_chunk(
 
     Each stream's events come in its delivery order; streams follow each other, up to (not
     including) stream `stop`. The batch's `end` is unset (this is not delivery order); the
-    cursor to continue from is returned.
+    cursor to continue from is returned. Read as a backlog (see `read_batch`).
     """
     guild, stream, version = start
     params = {
@@ -233,19 +233,23 @@ async def read_member_chunk(
         "horizon": horizon,
         "limit": limit,
     }
-    batch, cursor = await _read(conn, READ_MEMBER_CHUNK, params)
+    batch, cursor = await _read(conn, READ_MEMBER_CHUNK, params, backlog=True)
     batch.end = None
     return batch, cursor
 
 
-# A backlog read must walk the delivery index in order and stop at its limit. Without
-# statistics (a log that has just grown by a load or an import, before autovacuum samples it)
-# the planner underestimates the rows after the start, and when the limit exceeds its guess it
-# fetches every one of them and sorts them: each read of a large backlog then costs the whole
-# backlog (a fresh 1M-event catch-up: 11 reads, 6.4 s instead of 3.6 s; docs/decisions.md D27).
-# Ruling sorts out for the read leaves the ordered index scan. It takes a transaction (about
-# 0.25 ms more per read), so only reads that expect a backlog ask for it.
-INDEX_ORDER_ONLY = "SET LOCAL enable_sort = off"
+# A backlog read must walk its index in order and stop at its limit. Left to the planner it may
+# not: without statistics (a log that has just grown by a load or an import, before autovacuum
+# samples it) the planner underestimates the rows after the start, and when the limit exceeds
+# its guess it fetches every one of them and sorts them (a fresh 1M-event catch-up: 11 reads,
+# 6.4 s instead of 3.6 s); and a member-order chunk whose range ends inside a guild was planned,
+# with statistics, as a scan of the whole guild and an incremental sort of it. Each read of a
+# large backlog then costs the whole backlog (docs/decisions.md D27). Ruling both sorts out for
+# the read leaves the ordered index scan. It takes a transaction (about 0.25 ms more per read),
+# so only reads that expect a backlog ask for it.
+INDEX_ORDER_ONLY = """
+SELECT set_config('enable_sort', 'off', true), set_config('enable_incremental_sort', 'off', true)
+"""
 
 
 async def _read(
