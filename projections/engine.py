@@ -117,8 +117,6 @@ class Engine:
         # server reads while Python folds.
         self.reader = reader
         self._prefetch: tuple[Checkpoint, frozenset[str], asyncio.Task[Batch]] | None = None
-        # Until a read comes back short, a backlog may lie ahead (`read_batch`'s `backlog`).
-        self._behind = True
 
     async def add(self, projectors: Sequence[Projector]) -> None:
         """Start running `projectors` from their stored checkpoints."""
@@ -150,17 +148,15 @@ class Engine:
         start = min((r.folded for r in active), key=lambda c: (c.tx, c.position))
         types = frozenset().union(*(r.projector.type_names() for r in active))
         batch = await self._read(start, types)
-        full = self._behind = batch.read == self.batch_size
         if batch.end is None:
             await self.write_held()  # the backlog ended exactly at a full batch
             return 0
+        full = batch.read == self.batch_size
         self.batch_size = (
             min(2 * self.batch_size, self.max_batch_size) if full else self.base_batch_size
         )
         if self.reader is not None and full:
-            task = asyncio.ensure_future(
-                read_batch(self.reader, batch.end, self.batch_size, types, backlog=True)
-            )
+            task = asyncio.ensure_future(read_batch(self.reader, batch.end, self.batch_size, types))
             self._prefetch = (batch.end, types, task)
         groups = self._spread(active)
         if len(groups) == 1:
@@ -204,7 +200,7 @@ class Engine:
             batch = await prefetch[2]
             if prefetch[0] == start and prefetch[1] >= types:
                 return batch
-        return await read_batch(self.conn, start, self.batch_size, types, backlog=self._behind)
+        return await read_batch(self.conn, start, self.batch_size, types)
 
     async def close(self) -> None:
         """Finish any read or write in flight (before the connections go back to the pool).

@@ -287,16 +287,14 @@ async def _fold_log(
     """
     types = frozenset().union(*(s.projector.type_names() for s in shadows))
     read = 0
-    next_read = asyncio.ensure_future(read_batch(reader, point, chunk_size, types, backlog=True))
+    next_read = asyncio.ensure_future(read_batch(reader, point, chunk_size, types))
     try:
         while True:
             batch = await next_read
             if batch.end is None:
                 break
             if batch.read == chunk_size:
-                next_read = asyncio.ensure_future(
-                    read_batch(reader, batch.end, chunk_size, types, backlog=True)
-                )
+                next_read = asyncio.ensure_future(read_batch(reader, batch.end, chunk_size, types))
             await fold_batch(shadows, batch)
             point, read = batch.end, read + batch.read
             progress(done + read)

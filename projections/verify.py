@@ -162,7 +162,7 @@ async def replay(
     types = frozenset().union(*(p.type_names() for p in projectors))
     point, read = Checkpoint(), 0
     while after(end, point):
-        batch = await read_batch(conn, point, chunk_size, types, until=end, backlog=True)
+        batch = await read_batch(conn, point, chunk_size, types, until=end)
         if batch.end is None:
             break
         for projector in projectors:

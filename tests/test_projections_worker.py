@@ -271,9 +271,9 @@ def test_batches_grow_while_a_backlog_keeps_them_full(
     limits: list[int] = []
     real_read = engine_module.read_batch
 
-    async def recording(conn: Any, start: Any, limit: int, types: Any, **kwargs: Any) -> Any:
+    async def recording(conn: Any, start: Any, limit: int, types: Any) -> Any:
         limits.append(limit)
-        return await real_read(conn, start, limit, types, **kwargs)
+        return await real_read(conn, start, limit, types)
 
     monkeypatch.setattr(engine_module, "read_batch", recording)
     events = env.sql("SELECT count(*) FROM events")[0][0]

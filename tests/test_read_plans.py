@@ -1,11 +1,10 @@
-"""Backlog reads keep to their index's order whatever the planner's statistics say.
+"""Log reads keep to their index's order whatever the planner's statistics say.
 
 A log that has just grown (a load, an import, a restore) has no statistics until autovacuum
 samples it. The planner then underestimates the rows after a reader's start, and when a read's
 limit exceeds its guess it fetches every later row through a bitmap scan and sorts them: each
-read of a large backlog costs the whole backlog. A backlog read (a catch-up's, a rebuild's, a
-verify's) rules sorts out for its own transaction, which leaves the ordered index scan that
-stops at the limit (D27).
+read of a large backlog costs the whole backlog. Every read rules sorts out for its own
+statement, which leaves the ordered index scan that stops at the limit (D27).
 
 What a read fetched is taken from the server's own counters: `idx_tup_fetch` counts the rows an
 ordered index scan fetched from the table, and stays at zero for a bitmap scan.
@@ -18,10 +17,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from ledger.store import Checkpoint
-from projections import catch_up, log
-from projections import engine as engine_module
+from projections import log
 from projections.log import Batch, horizon, read_batch, read_member_chunk
 from tests.fix_db import LedgerEnv
 from tests.fix_projections import G, simulate
@@ -48,8 +47,8 @@ MEMBER_INDEX = "events_guild_id_stream_version_key"
 Read = Callable[[psycopg.AsyncConnection[Any]], Awaitable[Batch]]
 
 
-async def _delivery(conn: psycopg.AsyncConnection[Any], backlog: bool) -> Batch:
-    return await read_batch(conn, Checkpoint(), LIMIT, frozenset(), backlog=backlog)
+async def _delivery(conn: psycopg.AsyncConnection[Any]) -> Batch:
+    return await read_batch(conn, Checkpoint(), LIMIT, frozenset())
 
 
 async def _member_order(conn: psycopg.AsyncConnection[Any]) -> Batch:
@@ -90,68 +89,39 @@ def fresh_log(env: LedgerEnv) -> LedgerEnv:
     return env
 
 
-def test_a_backlog_read_stops_at_its_limit_on_the_delivery_index(fresh_log: LedgerEnv) -> None:
-    assert _fetched(fresh_log, DELIVERY_INDEX, lambda conn: _delivery(conn, True)) == (
-        LIMIT,
-        LIMIT,
-    )
-
-
-def test_without_it_the_planner_fetches_the_whole_backlog(fresh_log: LedgerEnv) -> None:
-    # The control: the same read left to the planner misses the index order, so the test above
-    # shows the guard at work and not a plan the planner would have picked anyway.
-    assert _fetched(fresh_log, DELIVERY_INDEX, lambda conn: _delivery(conn, False)) == (LIMIT, 0)
-
-
-def test_a_member_order_chunk_stops_at_its_limit_on_the_member_index(
-    fresh_log: LedgerEnv, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("index", "read"), [(DELIVERY_INDEX, _delivery), (MEMBER_INDEX, _member_order)]
+)
+def test_a_read_stops_at_its_limit_on_its_index(
+    fresh_log: LedgerEnv, monkeypatch: pytest.MonkeyPatch, index: str, read: Read
 ) -> None:
-    assert _fetched(fresh_log, MEMBER_INDEX, _member_order) == (LIMIT, LIMIT)
-    # The control: with the guard made a no-op, the planner sorts the range instead.
-    monkeypatch.setattr(log, "INDEX_ORDER_ONLY", "SELECT 1")
-    assert _fetched(fresh_log, MEMBER_INDEX, _member_order) == (LIMIT, 0)
+    assert _fetched(fresh_log, index, read) == (LIMIT, LIMIT)
+    # The control: left to the planner, the same read fetches the rows after its start through
+    # a bitmap scan and sorts them, so the assertion above shows the settings at work.
+    monkeypatch.setattr(log, "INDEX_ORDER_ONLY", sql.SQL("SELECT 1;\n"))
+    assert _fetched(fresh_log, index, read) == (LIMIT, 0)
 
 
-def test_the_setting_ends_with_the_read(env: LedgerEnv) -> None:
+def test_the_settings_end_with_the_read(env: LedgerEnv) -> None:
     simulate(env, seed=7, count=30)
 
     async def check() -> list[str]:
         async with await psycopg.AsyncConnection.connect(env.url, autocommit=True) as conn:
-            shown = []
-            await read_batch(conn, Checkpoint(), LIMIT, frozenset(), backlog=True)
-            shown.append(await _show_sort(conn))
+            shown: list[str] = []
+            await read_batch(conn, Checkpoint(), LIMIT, frozenset())
+            shown.append(await _sorts(conn))
             async with conn.transaction():  # a caller's transaction: nothing is set in it
-                await read_batch(conn, Checkpoint(), LIMIT, frozenset(), backlog=True)
-                shown.append(await _show_sort(conn))
+                await read_batch(conn, Checkpoint(), LIMIT, frozenset())
+                shown.append(await _sorts(conn))
             return shown
 
-    assert env.run(check()) == ["on", "on"]
+    assert env.run(check()) == ["on on", "on on"]
 
 
-async def _show_sort(conn: psycopg.AsyncConnection[Any]) -> str:
-    cur = await conn.execute("SHOW enable_sort")
+async def _sorts(conn: psycopg.AsyncConnection[Any]) -> str:
+    cur = await conn.execute(
+        "SELECT current_setting('enable_sort') || ' ' || current_setting('enable_incremental_sort')"
+    )
     row = await cur.fetchone()
     assert row is not None
     return str(row[0])
-
-
-def test_a_catch_up_reads_as_a_backlog_until_a_read_comes_back_short(
-    env: LedgerEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    simulate(env, seed=11, count=120)
-    seen: list[tuple[bool, bool]] = []  # (came back short, read as a backlog)
-    real = engine_module.read_batch
-
-    async def spy(conn: Any, start: Checkpoint, limit: int, *args: Any, **kwargs: Any) -> Any:
-        batch = await real(conn, start, limit, *args, **kwargs)
-        seen.append((batch.read < limit, kwargs.get("backlog", False)))
-        return batch
-
-    monkeypatch.setattr(engine_module, "read_batch", spy)
-    env.run(catch_up(env.store.pool, batch_size=40))
-    # Full reads, then a short one that ends the backlog; every one of them expects a backlog
-    # (the log holds several batches), and no read after the short one does.
-    first_short = next(i for i, (short, _) in enumerate(seen) if short)
-    assert first_short >= 2
-    assert all(backlog for _, backlog in seen[: first_short + 1])
-    assert not any(backlog for _, backlog in seen[first_short + 1 :])
