@@ -238,7 +238,7 @@ async def read_member_chunk(
 # not: without statistics (a log that has just grown by a load or an import, before autovacuum
 # samples it) the planner underestimates the rows after the start, and when the limit exceeds
 # its guess it fetches every one of them and sorts them (a fresh 1M-event catch-up: 11 reads,
-# 6.4 s instead of 3.6 s); and a member-order chunk whose range ends inside a guild was planned,
+# 6.4 s instead of 2.0 s); and a member-order chunk whose range ends inside a guild was planned,
 # with statistics, as a scan of the whole guild and an incremental sort of it. Each read of a
 # large backlog then costs the whole backlog (docs/decisions.md D27). Ruling both sorts out for
 # the read leaves the ordered index scan (a live poll pays about 70 us for it, 0.41 ms against
@@ -258,9 +258,7 @@ INDEX_ORDER_ONLY = sql.SQL(
 
 
 async def _read(
-    conn: psycopg.AsyncConnection[Any],
-    query: sql.Composed,
-    params: dict[str, Any],
+    conn: psycopg.AsyncConnection[Any], query: sql.Composed, params: dict[str, Any]
 ) -> tuple[Batch, MemberCursor | None]:
     if conn.info.transaction_status == pq.TransactionStatus.IDLE:
         guarded = psycopg.AsyncClientCursor(conn)

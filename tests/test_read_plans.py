@@ -4,7 +4,7 @@ A log that has just grown (a load, an import, a restore) has no statistics until
 samples it. The planner then underestimates the rows after a reader's start, and when a read's
 limit exceeds its guess it fetches every later row through a bitmap scan and sorts them: each
 read of a large backlog costs the whole backlog. Every read rules sorts out for its own
-statement, which leaves the ordered index scan that stops at the limit (D27).
+implicit transaction, which leaves the ordered index scan that stops at the limit (D27).
 
 What a read fetched is taken from the server's own counters: `idx_tup_fetch` counts the rows an
 ordered index scan fetched from the table, and stays at zero for a bitmap scan.
